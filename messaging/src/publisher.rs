@@ -1,0 +1,134 @@
+//! Confirmed publishing. Each publish waits for the broker's ack of that message
+//! (publisher confirms), but many publishes run at once on the one channel, so the
+//! window of outstanding confirms is as large as the callers' concurrency rather
+//! than one message at a time.
+//!
+//! Publishes are `mandatory`: a message no queue would take comes back as an error
+//! instead of vanishing. A publish whose confirm never arrives is unknown; callers
+//! treat it as not sent and send again with the same `message_id`, which the
+//! receivers' idempotency makes safe.
+
+use std::{sync::Arc, time::Duration};
+
+use lapin::{Channel, Confirmation, options::BasicPublishOptions, options::ConfirmSelectOptions};
+use tokio::sync::Mutex;
+
+use crate::{Broker, OutgoingMessage, QueueSpec, envelope::now_millis};
+
+/// Why a message may not have reached its queue.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("AMQP error while publishing: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("no queue named {0:?} took the message")]
+    Unroutable(String),
+    #[error("no confirm from the broker within {0:?}")]
+    ConfirmTimeout(Duration),
+}
+
+/// A confirm-mode channel shared by all tasks of a process.
+#[derive(Clone)]
+pub struct Publisher {
+    broker: Broker,
+    channel: Arc<Mutex<Option<Channel>>>,
+    /// Queues declared on every new channel before the first publish.
+    declare: Arc<Vec<QueueSpec>>,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    /// A publisher that declares `declare` (the queues it sends to) whenever it
+    /// opens a channel.
+    pub fn new(broker: Broker, declare: Vec<QueueSpec>) -> Self {
+        Self {
+            broker,
+            channel: Arc::new(Mutex::new(None)),
+            declare: Arc::new(declare),
+            confirm_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Opens (and declares) the channel now rather than at the first publish.
+    pub async fn ready(&self) -> Result<(), PublishError> {
+        self.channel().await.map(|_| ())
+    }
+
+    async fn channel(&self) -> Result<Channel, PublishError> {
+        let mut guard = self.channel.lock().await;
+        if let Some(channel) = guard.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let channel = self.broker.channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let settings = self.broker.settings();
+        for spec in self.declare.iter() {
+            spec.declare(&channel, settings.queue_type, settings.queue_expires).await?;
+        }
+        *guard = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Publishes to `message.queue` through the default exchange and waits for the
+    /// broker's confirm.
+    pub async fn publish(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
+        let result = self.publish_once(message).await;
+        if let Err(PublishError::Amqp(_) | PublishError::ConfirmTimeout(_)) = &result {
+            // The channel is suspect; the next publish opens a fresh one.
+            self.channel.lock().await.take();
+        }
+        result
+    }
+
+    async fn publish_once(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
+        let channel = self.channel().await?;
+        let properties = message.envelope.to_properties(now_millis());
+        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let confirm = channel
+            .basic_publish("".into(), message.queue.as_str().into(), options, &message.payload, properties)
+            .await?;
+        let confirmation = tokio::time::timeout(self.confirm_timeout, confirm)
+            .await
+            .map_err(|_| PublishError::ConfirmTimeout(self.confirm_timeout))??;
+        match confirmation {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable(message.queue.clone())),
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+        }
+    }
+
+    /// Closes the channel (at shutdown, before the connection).
+    pub async fn close(&self) {
+        if let Some(channel) = self.channel.lock().await.take()
+            && channel.status().connected()
+            && let Err(error) = channel.close(200, "shutdown".into()).await
+        {
+            tracing::debug!(%error, "closing the publisher channel");
+        }
+    }
+
+    /// Publishes raw bytes with the given properties to an exchange (dead-lettering
+    /// keeps the original properties), waiting for the confirm.
+    pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: lapin::BasicProperties,
+    ) -> Result<(), PublishError> {
+        let channel = self.channel().await?;
+        let confirm = channel
+            .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), payload, properties)
+            .await?;
+        match tokio::time::timeout(self.confirm_timeout, confirm)
+            .await
+            .map_err(|_| PublishError::ConfirmTimeout(self.confirm_timeout))??
+        {
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! Sagas in Redis.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{p}saga:{<id>}` | hash | `v` version, `s` state (JSON), `label` (e.g. the order state) |
+//! | `{p}saga:{<id>}:events` | stream | one entry per event; watchers replay and tail it |
+//! | `{p}sagas:wake` | sorted set | saga id by the time the sweeper must look at it |
+//! | `{p}sagas:unfinished` | sorted set | running, compensating or parked sagas by creation time (stuck = unfinished too long) |
+//! | `{p}sagas:all`, `{p}sagas:label:<label>` | sorted sets | ids for listing (UUIDv7 ids sort by time) |
+//! | `{p}sagas:finished` | sorted set | finished sagas by the time they finished: what [`SagaStore::prune`] deletes after the retention |
+//!
+//! A finished saga is kept for a retention period, then [`SagaStore::prune`] deletes
+//! its hash, its event stream, its index entries and the key that pointed at it
+//! when it was created (the order's idempotency key), all in one script, so no
+//! index ever names a deleted saga and a retried request cannot revive its id.
+//! Every change goes through one Lua script that compares the version, writes the
+//! state, appends the events and moves the saga in the indexes, atomically and in
+//! one round trip. WATCH/MULTI would not do: on a multiplexed connection other
+//! tasks' commands interleave and the optimistic lock silently means nothing.
+//!
+//! The two keys of one saga share the hash tag `{<id>}`. The shared indexes live in
+//! other slots, so on Redis Cluster the script would need the indexes sharded by
+//! the same tag; this single-node layout is what the project runs today.
+
+use std::collections::HashMap;
+
+use redis::{AsyncCommands, aio::ConnectionManager};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    SagaDefinition,
+    machine::{Event, SagaState},
+};
+
+/// A Redis failure or a stored state that does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("stored saga {id} does not decode: {source}")]
+    Corrupt { id: String, source: serde_json::Error },
+    #[error("saga state does not encode: {0}")]
+    Encode(serde_json::Error),
+}
+
+/// The result of a compare-and-set write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// Written; the state's new version.
+    Saved(u64),
+    /// Someone else changed the saga first: reload and decide again.
+    Conflict,
+    /// Creating, but a saga with this id exists (an idempotent retry).
+    AlreadyExists,
+}
+
+/// One event as stored in a saga's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The stream entry id, e.g. `1732632000000-0`.
+    pub id: String,
+    pub fields: HashMap<String, String>,
+}
+
+impl StoredEvent {
+    pub fn field(&self, name: &str) -> &str {
+        self.fields.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+const SAVE: &str = r#"
+-- KEYS: 1 state, 2 events, 3 wake, 4 active, 5 all, 6 old label index, 7 new label index, 8 finished
+-- ARGV: 1 expected version (0: create), 2 state json, 3 wake-at ms or '', 4 saga id,
+--       5 created-at ms, 6 unfinished '1'/'0', 7 events (JSON array of flat field lists), 8 label,
+--       9 updated-at ms, 10 linked key or ''
+local current = redis.call('HGET', KEYS[1], 'v')
+if ARGV[1] == '0' then
+  if current then return -1 end
+elseif current ~= ARGV[1] then
+  return 0
+end
+local version = (tonumber(current) or 0) + 1
+redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2], 'label', ARGV[8])
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'linked', ARGV[10]) end
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[3], ARGV[4])
+else
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+end
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+  redis.call('ZREM', KEYS[8], ARGV[4])
+else
+  redis.call('ZREM', KEYS[4], ARGV[4])
+  -- NX: the retention counts from the first time the saga finished.
+  redis.call('ZADD', KEYS[8], 'NX', ARGV[9], ARGV[4])
+end
+if ARGV[1] == '0' then redis.call('ZADD', KEYS[5], 0, ARGV[4]) end
+if KEYS[6] ~= KEYS[7] or ARGV[1] == '0' then
+  redis.call('ZREM', KEYS[6], ARGV[4])
+  redis.call('ZADD', KEYS[7], 0, ARGV[4])
+end
+for _, fields in ipairs(cjson.decode(ARGV[7])) do
+  redis.call('XADD', KEYS[2], '*', unpack(fields))
+end
+return version
+"#;
+
+/// Deletes up to ARGV[2] sagas that finished at or before ARGV[1], with their
+/// events, index entries and linked key (deleted only while it still names the
+/// saga). Returns how many were deleted.
+const PRUNE: &str = r#"
+-- KEYS: 1 finished, 2 all, 3 wake, 4 unfinished; ARGV: 1 cutoff ms, 2 limit, 3 key prefix
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  local state = ARGV[3] .. 'saga:{' .. id .. '}'
+  local fields = redis.call('HMGET', state, 'label', 'linked')
+  if fields[1] then redis.call('ZREM', ARGV[3] .. 'sagas:label:' .. fields[1], id) end
+  if fields[2] and redis.call('GET', fields[2]) == id then redis.call('DEL', fields[2]) end
+  redis.call('DEL', state, state .. ':events')
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids
+"#;
+
+/// Claims a due saga for one sweeper: pushes its wake time forward by a lease, so
+/// other replicas skip it; if this sweeper dies, the lease runs out and another
+/// replica takes it.
+const CLAIM: &str = r#"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
+/// The saga store of one namespace.
+#[derive(Clone)]
+pub struct SagaStore {
+    conn: ConnectionManager,
+    prefix: String,
+    save: std::sync::Arc<redis::Script>,
+    claim: std::sync::Arc<redis::Script>,
+    prune: std::sync::Arc<redis::Script>,
+}
+
+impl SagaStore {
+    /// `prefix` ends with `:` (e.g. `order:`).
+    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self {
+            conn,
+            prefix: prefix.into(),
+            save: std::sync::Arc::new(redis::Script::new(SAVE)),
+            claim: std::sync::Arc::new(redis::Script::new(CLAIM)),
+            prune: std::sync::Arc::new(redis::Script::new(PRUNE)),
+        }
+    }
+
+    pub fn state_key(&self, id: &str) -> String {
+        format!("{}saga:{{{id}}}", self.prefix)
+    }
+
+    pub fn events_key(&self, id: &str) -> String {
+        format!("{}saga:{{{id}}}:events", self.prefix)
+    }
+
+    fn wake_key(&self) -> String {
+        format!("{}sagas:wake", self.prefix)
+    }
+
+    fn unfinished_key(&self) -> String {
+        format!("{}sagas:unfinished", self.prefix)
+    }
+
+    fn all_key(&self) -> String {
+        format!("{}sagas:all", self.prefix)
+    }
+
+    fn finished_key(&self) -> String {
+        format!("{}sagas:finished", self.prefix)
+    }
+
+    fn label_key(&self, label: &str) -> String {
+        format!("{}sagas:label:{label}", self.prefix)
+    }
+
+    /// Loads a saga with its version, or `None`.
+    pub async fn load<D: DeserializeOwned>(&self, id: &str) -> Result<Option<SagaState<D>>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (version, json): (Option<u64>, Option<String>) =
+            redis::cmd("HMGET").arg(self.state_key(id)).arg("v").arg("s").query_async(&mut conn).await?;
+        let (Some(version), Some(json)) = (version, json) else {
+            return Ok(None);
+        };
+        let mut state: SagaState<D> =
+            serde_json::from_str(&json).map_err(|source| StoreError::Corrupt { id: id.to_owned(), source })?;
+        state.version = version;
+        Ok(Some(state))
+    }
+
+    /// Writes `state` if its stored version is still `state.version` (0: create it,
+    /// if no saga with its id exists), appends `events`, and updates the indexes.
+    /// `old_label` is the label of the state as loaded; `label` the new one.
+    /// `linked_key` (on creation) names a key that points at this saga, such as an
+    /// idempotency key: pruning the saga deletes it too.
+    pub async fn save<D: Serialize>(
+        &self,
+        definition: &SagaDefinition,
+        state: &SagaState<D>,
+        events: &[Event],
+        old_label: Option<&str>,
+        label: &str,
+        linked_key: Option<&str>,
+    ) -> Result<SaveOutcome, StoreError> {
+        let json = serde_json::to_string(state).map_err(StoreError::Encode)?;
+        let at = state.updated_at_ms.to_string();
+        let status = state.status.as_str();
+        // Each event becomes the flat field/value list that XADD takes.
+        let rendered: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                [
+                    ("kind", e.kind.as_str().to_owned()),
+                    ("step", definition.step_name(e.step).to_owned()),
+                    ("attempt", e.attempt.to_string()),
+                    ("code", e.code.clone()),
+                    ("message", e.message.clone()),
+                    ("status", status.to_owned()),
+                    ("label", label.to_owned()),
+                    ("at", at.clone()),
+                ]
+                .into_iter()
+                .flat_map(|(field, value)| [field.to_owned(), value])
+                .collect()
+            })
+            .collect();
+        let rendered_json = serde_json::to_string(&rendered).map_err(StoreError::Encode)?;
+        let id = &state.saga_id;
+        let mut conn = self.conn.clone();
+        let result: i64 = self
+            .save
+            .key(self.state_key(id))
+            .key(self.events_key(id))
+            .key(self.wake_key())
+            .key(self.unfinished_key())
+            .key(self.all_key())
+            .key(self.label_key(old_label.unwrap_or(label)))
+            .key(self.label_key(label))
+            .key(self.finished_key())
+            .arg(state.version)
+            .arg(json)
+            .arg(state.wake_at_ms().map(|w| w.to_string()).unwrap_or_default())
+            .arg(id)
+            .arg(state.created_at_ms)
+            .arg(if state.status.is_finished() { "0" } else { "1" })
+            .arg(rendered_json)
+            .arg(label)
+            .arg(&at)
+            .arg(linked_key.unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match result {
+            -1 => SaveOutcome::AlreadyExists,
+            0 => SaveOutcome::Conflict,
+            v => SaveOutcome::Saved(v as u64),
+        })
+    }
+
+    /// Ids of sagas whose wake time is at or before `now_ms`, oldest first.
+    pub async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.zrangebyscore_limit(self.wake_key(), "-inf", now_ms, 0, limit as isize).await?)
+    }
+
+    /// Claims a due saga until `now_ms + lease_ms`; false if another sweeper has it
+    /// or it is no longer due.
+    pub async fn claim(&self, id: &str, now_ms: i64, lease_ms: i64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let claimed: i64 =
+            self.claim.key(self.wake_key()).arg(id).arg(now_ms).arg(now_ms + lease_ms).invoke_async(&mut conn).await?;
+        Ok(claimed == 1)
+    }
+
+    /// Deletes up to `limit` sagas that finished at or before `finished_before_ms`
+    /// (their state, events, index entries and linked key); returns how many.
+    pub async fn prune(&self, finished_before_ms: i64, limit: usize) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        let pruned: usize = self
+            .prune
+            .key(self.finished_key())
+            .key(self.all_key())
+            .key(self.wake_key())
+            .key(self.unfinished_key())
+            .arg(finished_before_ms)
+            .arg(limit)
+            .arg(&self.prefix)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(pruned)
+    }
+
+    /// How many finished sagas are kept (not pruned yet).
+    pub async fn count_finished(&self) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.zcard(self.finished_key()).await?)
+    }
+
+    /// Events of a saga after `after` (exclusive; `None` for all), up to `count`.
+    pub async fn events_after(
+        &self,
+        id: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut conn = self.conn.clone();
+        let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".to_owned());
+        let reply: redis::streams::StreamRangeReply = conn.xrange_count(self.events_key(id), start, "+", count).await?;
+        Ok(reply.ids.into_iter().map(stored_event).collect())
+    }
+
+    /// Blocks up to `block_ms` for events after `after` on a connection of the
+    /// caller's own: a blocking read would stall every other command on a shared
+    /// multiplexed connection.
+    pub async fn wait_for_events(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        id: &str,
+        after: &str,
+        block_ms: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let options = redis::streams::StreamReadOptions::default().block(block_ms).count(100);
+        let reply: Option<redis::streams::StreamReadReply> =
+            conn.xread_options(&[self.events_key(id)], &[after], &options).await?;
+        Ok(reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids.into_iter().map(stored_event)).collect())
+            .unwrap_or_default())
+    }
+
+    /// Saga ids newest first, optionally only those with `label`, starting after
+    /// the id `after` (a page cursor).
+    pub async fn list(
+        &self,
+        label: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let key = match label {
+            Some(label) => self.label_key(label),
+            None => self.all_key(),
+        };
+        let max = after.map(|a| format!("({a}")).unwrap_or_else(|| "+".to_owned());
+        let mut conn = self.conn.clone();
+        Ok(conn.zrevrangebylex_limit(key, max, "-", 0, limit as isize).await?)
+    }
+
+    /// How many sagas are unfinished, all of them or those started before
+    /// `started_before_ms`.
+    pub async fn count_unfinished(&self, started_before_ms: Option<i64>) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        let max = started_before_ms.map(|m| m.to_string()).unwrap_or_else(|| "+inf".to_owned());
+        Ok(conn.zcount(self.unfinished_key(), "-inf", max).await?)
+    }
+
+    /// Unfinished sagas (running, compensating or parked) started before
+    /// `before_ms`, oldest first, skipping `offset`.
+    pub async fn stuck(&self, before_ms: i64, offset: usize, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.zrangebyscore_limit(self.unfinished_key(), "-inf", before_ms, offset as isize, limit as isize).await?)
+    }
+}
+
+fn stored_event(entry: redis::streams::StreamId) -> StoredEvent {
+    let fields =
+        entry.map.into_iter().filter_map(|(k, v)| redis::from_redis_value::<String>(v).ok().map(|v| (k, v))).collect();
+    StoredEvent { id: entry.id, fields }
+}

@@ -1,0 +1,182 @@
+//! The Redis store's contract on a real Redis: compare-and-set lets exactly one of
+//! two writers from the same version win, creation is idempotent, events and the
+//! deadline index move with the state, and a due saga is claimed by one sweeper.
+
+use std::time::Duration;
+
+use saga::{
+    Clock, Compensation, Outcome, RetryPolicy, SagaDefinition, SagaDomain, SagaMachine, SagaState, StepDefinition,
+    StepFailure, StepKind,
+    store::{SagaStore, SaveOutcome},
+};
+
+struct Domain;
+
+impl SagaDomain for Domain {
+    type Data = u32;
+    type Payload = ();
+
+    fn apply_success(&self, _step: usize, _payload: (), data: &mut u32) -> Result<(), StepFailure> {
+        *data += 1;
+        Ok(())
+    }
+}
+
+fn definition() -> SagaDefinition {
+    let policy = RetryPolicy {
+        attempt_timeout: Duration::from_millis(1000),
+        max_attempts: 2,
+        backoff_initial: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(10),
+    };
+    SagaDefinition::new(vec![
+        StepDefinition::remote("RESERVE", StepKind::Compensatable, policy).compensated_by(Compensation::Always, policy),
+        StepDefinition::remote("PAY", StepKind::Pivot, policy),
+    ])
+    .expect("definition")
+}
+
+async fn store() -> (SagaStore, redis::aio::ConnectionManager, String) {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url).expect("url");
+    let conn = redis::aio::ConnectionManager::new(client).await.expect("Redis must be running");
+    let prefix = format!("t-saga-store-{}-{}:", std::process::id(), rand_suffix());
+    (SagaStore::new(conn.clone(), prefix.clone()), conn, prefix)
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()
+}
+
+async fn cleanup(conn: &mut redis::aio::ConnectionManager, prefix: &str) {
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(conn).await.unwrap_or_default();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(keys).query_async(conn).await.expect("cleanup");
+    }
+}
+
+#[tokio::test]
+async fn two_writers_from_one_version_cannot_both_advance_a_saga() {
+    let (store, mut conn, prefix) = store().await;
+    let def = definition();
+    let machine = SagaMachine::new(&def, &Domain);
+    let clock = Clock { now_ms: 1_000, jitter: 0.5 };
+    let (state, transition) = machine.start("0190b5c2-0000-7000-8000-000000000001".into(), 0, clock);
+    let saved = store.save(&def, &state, &transition.events, None, "PENDING", None).await.expect("save");
+    assert_eq!(saved, SaveOutcome::Saved(1));
+    assert_eq!(store.save(&def, &state, &[], None, "PENDING", None).await.expect("again"), SaveOutcome::AlreadyExists);
+
+    let mut a: SagaState<u32> = store.load(&state.saga_id).await.expect("load").expect("exists");
+    let mut b: SagaState<u32> = store.load(&state.saga_id).await.expect("load").expect("exists");
+    assert_eq!((a.version, b.version), (1, 1));
+    let awaited = a.pending.clone().expect("pending").message_id;
+    let ta = machine.on_reply(&mut a, &awaited, Outcome::Success(()), clock).expect("a decides");
+    let tb = machine.on_reply(&mut b, &awaited, Outcome::Success(()), clock).expect("b decides");
+    assert_eq!(
+        store.save(&def, &a, &ta.events, Some("PENDING"), "PENDING", None).await.expect("a"),
+        SaveOutcome::Saved(2)
+    );
+    assert_eq!(
+        store.save(&def, &b, &tb.events, Some("PENDING"), "PENDING", None).await.expect("b"),
+        SaveOutcome::Conflict
+    );
+
+    let stored: SagaState<u32> = store.load(&state.saga_id).await.expect("load").expect("exists");
+    assert_eq!((stored.version, stored.data), (2, 1), "the reply was applied once");
+    let events = store.events_after(&state.saga_id, None, 100).await.expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e.field("kind")).collect();
+    assert_eq!(kinds, ["SAGA_STARTED", "COMMAND_SENT", "STEP_SUCCEEDED", "COMMAND_SENT"], "only the winner's events");
+    assert_eq!(events[3].field("step"), "PAY");
+
+    // The deadline index follows the state: due at PAY's deadline, claimed once.
+    let deadline = stored.wake_at_ms().expect("awaiting PAY");
+    assert!(store.due(deadline - 1, 10).await.expect("due").is_empty());
+    assert_eq!(store.due(deadline, 10).await.expect("due"), vec![state.saga_id.clone()]);
+    assert!(store.claim(&state.saga_id, deadline, 5_000).await.expect("claim"));
+    assert!(!store.claim(&state.saga_id, deadline, 5_000).await.expect("second claim"), "one sweeper at a time");
+    assert!(store.due(deadline, 10).await.expect("due").is_empty(), "leased");
+    cleanup(&mut conn, &prefix).await;
+}
+
+#[tokio::test]
+async fn listing_pages_newest_first_and_finished_sagas_leave_the_unfinished_index() {
+    let (store, mut conn, prefix) = store().await;
+    let def = definition();
+    let machine = SagaMachine::new(&def, &Domain);
+    let ids = [
+        "0190b5c2-0000-7000-8000-00000000000a",
+        "0190b5c2-0000-7000-8000-00000000000b",
+        "0190b5c2-0000-7000-8000-00000000000c",
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        let (state, t) = machine.start((*id).into(), 0, Clock { now_ms: 1_000 + i as i64, jitter: 0.0 });
+        store.save(&def, &state, &t.events, None, "PENDING", None).await.expect("save");
+    }
+    assert_eq!(store.list(None, None, 2).await.expect("page 1"), vec![ids[2], ids[1]]);
+    assert_eq!(store.list(None, Some(ids[1]), 2).await.expect("page 2"), vec![ids[0]]);
+    assert_eq!(store.stuck(1_001, 0, 10).await.expect("stuck"), vec![ids[0], ids[1]]);
+
+    // Finish the first saga with a business failure: it leaves the stuck listing.
+    let mut first: SagaState<u32> = store.load(ids[0]).await.expect("load").expect("exists");
+    let awaited = first.pending.clone().expect("pending").message_id;
+    let failure = StepFailure::business("NO", "refused");
+    let t = machine
+        .on_reply(&mut first, &awaited, Outcome::Failure(failure), Clock { now_ms: 2_000, jitter: 0.0 })
+        .expect("fail");
+    assert_eq!(
+        store.save(&def, &first, &t.events, Some("PENDING"), "REJECTED", None).await.expect("save"),
+        SaveOutcome::Saved(2)
+    );
+    assert_eq!(store.stuck(5_000, 0, 10).await.expect("stuck"), vec![ids[1], ids[2]]);
+    assert_eq!(store.list(Some("REJECTED"), None, 10).await.expect("by label"), vec![ids[0]]);
+    assert_eq!(store.list(Some("PENDING"), None, 10).await.expect("by label"), vec![ids[2], ids[1]]);
+    assert!(store.due(i64::MAX, 10).await.expect("due").iter().all(|id| id != ids[0]), "no deadline once finished");
+    cleanup(&mut conn, &prefix).await;
+}
+
+#[tokio::test]
+async fn prune_deletes_sagas_finished_before_the_cutoff_with_their_indexes_and_linked_key() {
+    let (store, mut conn, prefix) = store().await;
+    let def = definition();
+    let machine = SagaMachine::new(&def, &Domain);
+    let (old, recent, running) = (
+        "0190b5c2-0000-7000-8000-0000000000a1",
+        "0190b5c2-0000-7000-8000-0000000000a2",
+        "0190b5c2-0000-7000-8000-0000000000a3",
+    );
+    let linked = format!("{prefix}idem:key-1");
+    let _: () = redis::cmd("SET").arg(&linked).arg(old).query_async(&mut conn).await.expect("set linked");
+    for (id, link) in [(old, Some(linked.as_str())), (recent, None), (running, None)] {
+        let (state, t) = machine.start(id.into(), 0, Clock { now_ms: 1_000, jitter: 0.0 });
+        store.save(&def, &state, &t.events, None, "PENDING", link).await.expect("save");
+    }
+    // `old` finishes at 2 000, `recent` at 9 000; `running` never does.
+    for (id, at) in [(old, 2_000), (recent, 9_000)] {
+        let mut state: SagaState<u32> = store.load(id).await.expect("load").expect("exists");
+        let awaited = state.pending.clone().expect("pending").message_id;
+        let t = machine
+            .on_reply(
+                &mut state,
+                &awaited,
+                Outcome::Failure(StepFailure::business("NO", "no")),
+                Clock { now_ms: at, jitter: 0.0 },
+            )
+            .expect("fail");
+        store.save(&def, &state, &t.events, Some("PENDING"), "REJECTED", None).await.expect("save");
+    }
+    assert_eq!(store.count_finished().await.expect("count"), 2);
+
+    assert_eq!(store.prune(5_000, 100).await.expect("prune"), 1, "only `old` finished before the cutoff");
+
+    assert!(store.load::<u32>(old).await.expect("load").is_none(), "state deleted");
+    assert!(store.events_after(old, None, 10).await.expect("events").is_empty(), "events deleted");
+    let linked_left: Option<String> = redis::cmd("GET").arg(&linked).query_async(&mut conn).await.expect("get");
+    assert_eq!(linked_left, None, "the idempotency key goes with the saga");
+    assert_eq!(store.list(None, None, 10).await.expect("all"), vec![running, recent]);
+    assert_eq!(store.list(Some("REJECTED"), None, 10).await.expect("label"), vec![recent]);
+    assert_eq!(store.count_finished().await.expect("count"), 1);
+    assert!(store.load::<u32>(recent).await.expect("load").is_some(), "finished after the cutoff: kept");
+    assert_eq!(store.prune(i64::MAX, 100).await.expect("prune all"), 1, "a running saga is never pruned");
+    assert!(store.load::<u32>(running).await.expect("load").is_some());
+    cleanup(&mut conn, &prefix).await;
+}

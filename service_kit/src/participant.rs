@@ -1,0 +1,329 @@
+//! What the saga participants (consumer_service, restaurant_service,
+//! accounting_service) share besides the [`runtime`](crate::runtime), so that each
+//! participant crate holds only its domain:
+//!
+//! - **Idempotent outcomes.** The outcome of a handled command is stored under
+//!   `{prefix}processed:{message_id}` ([`processed_key`]) for [`OUTCOME_TTL`], and the
+//!   reply is built from what is stored, so a redelivered command gets the same
+//!   reply and changes nothing. [`record_outcome`] stores an outcome decided in Rust
+//!   (one Lua script, "SET NX then GET"); a participant's own scripts, which make a
+//!   domain change and store its outcome in the same atomic step, stay in the
+//!   participant and may return the same `{outcome JSON, fresh}` pair, read by
+//!   [`Stored::from_reply`].
+//! - **Fixtures.** The JSON of the file named by `FIXTURES_PATH` or of the built-in
+//!   file ([`fixture_json_from_env`]), and the records written to Redis at every
+//!   start ([`write_fixtures`]). Parsing and validating them is the participant's.
+//! - **Errors.** [`StoreError`] from the Redis helpers here, [`StartError`] from a
+//!   participant's `run`, [`transient`] for a store failure in a command handler, and
+//!   [`ReadError`], which becomes a `tonic::Status` in one place.
+
+use std::{borrow::Cow, ffi::OsString, fmt, path::PathBuf, sync::LazyLock, time::Duration};
+
+use messaging::participant::CommandError;
+use redis::{AsyncCommands, aio::ConnectionManager};
+use serde::{Serialize, de::DeserializeOwned};
+use tonic::Status;
+
+use crate::{runtime::ServiceError, settings::SettingsError};
+
+/// How long the outcome of a command is kept under its message id: far longer
+/// than any command can be redelivered or re-sent (commands carry deadlines).
+pub const OUTCOME_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The variable naming a fixture file to use instead of the built-in one.
+pub const FIXTURES_PATH_VAR: &str = "FIXTURES_PATH";
+
+/// The longest order id a command or read call may name (they are UUIDs).
+pub const MAX_ORDER_ID_LEN: usize = 128;
+
+/// Stores an outcome decided in Rust under a command's message id, unless one is
+/// stored already ("SET NX then GET" with a TTL), and returns the stored one. Used
+/// for outcomes that need no domain change, so a redelivered command gets the first
+/// outcome again even if the data it was decided on has changed since.
+static RECORD_OUTCOME: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+-- KEYS[1]  {prefix}processed:{message_id}
+-- ARGV[1]  outcome JSON
+-- ARGV[2]  TTL in seconds
+-- Returns  {outcome JSON, 1 if stored now / 0 if it was stored before}
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  return { stored, 0 }
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return { ARGV[1], 1 }
+",
+    )
+});
+
+/// A Redis read or write failed, or what it read is not what the service wrote.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("value at {key} is not the JSON this service writes: {source}")]
+    Json {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The key of the stored outcome of the command with this message id, under a
+/// participant's key prefix (from `Namespace::key_prefix`, ends in `:`).
+pub fn processed_key(prefix: &str, message_id: &str) -> String {
+    format!("{prefix}processed:{message_id}")
+}
+
+/// An outcome as the store returned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored<T> {
+    pub outcome: T,
+    /// False when the outcome was stored by an earlier delivery of the command.
+    pub fresh: bool,
+}
+
+impl<T: DeserializeOwned> Stored<T> {
+    /// Reads the `{outcome JSON, 1 if decided now / 0 if replayed}` pair that
+    /// [`record_outcome`] and a participant's command scripts return; `key`, the
+    /// processed key, names the value if it is not the expected JSON.
+    pub fn from_reply(key: String, (json, fresh): (String, i64)) -> Result<Self, StoreError> {
+        let outcome = serde_json::from_str(&json).map_err(|source| StoreError::Json { key, source })?;
+        Ok(Self { outcome, fresh: fresh == 1 })
+    }
+}
+
+impl<T: fmt::Debug> Stored<T> {
+    /// Logs the outcome once per command, with `decided` when this delivery decided
+    /// it. Debug, not info: a line per command costs CPU on the hot path, and the
+    /// outcome is in the reply, the metrics and the command's span anyway.
+    pub fn log(&self, decided: &str) {
+        if self.fresh {
+            tracing::debug!(outcome = ?self.outcome, "{decided}");
+        } else {
+            tracing::debug!(outcome = ?self.outcome, "duplicate command; replying the stored outcome");
+        }
+    }
+}
+
+/// Stores `outcome` under `key` (the [`processed_key`] of the command) unless an
+/// earlier delivery stored one; returns whichever is stored. For outcomes that
+/// change nothing else.
+pub async fn record_outcome<T: Serialize + DeserializeOwned>(
+    conn: &ConnectionManager,
+    key: String,
+    outcome: &T,
+) -> Result<Stored<T>, StoreError> {
+    let json = serde_json::to_string(outcome).map_err(|source| StoreError::Json { key: key.clone(), source })?;
+    let stored = record_outcome_json(conn, &key, json).await?;
+    let outcome = serde_json::from_str(&stored.outcome).map_err(|source| StoreError::Json { key, source })?;
+    Ok(Stored { outcome, fresh: stored.fresh })
+}
+
+/// [`record_outcome`] for an outcome already in JSON, returning the stored JSON:
+/// for a participant that reads every stored outcome with its own parser.
+pub async fn record_outcome_json(
+    conn: &ConnectionManager,
+    key: &str,
+    json: String,
+) -> Result<Stored<String>, redis::RedisError> {
+    let (outcome, fresh): (String, i64) =
+        RECORD_OUTCOME.key(key).arg(json).arg(OUTCOME_TTL.as_secs()).invoke_async(&mut conn.clone()).await?;
+    Ok(Stored { outcome, fresh: fresh == 1 })
+}
+
+/// The JSON value at `key` (a fixture record), if there is one.
+pub async fn get_json<T: DeserializeOwned>(conn: &ConnectionManager, key: String) -> Result<Option<T>, StoreError> {
+    let raw: Option<String> = conn.clone().get(&key).await?;
+    raw.map(|json| serde_json::from_str(&json).map_err(|source| StoreError::Json { key, source })).transpose()
+}
+
+/// Writes fixture records as JSON, one SET per `(key, record)` in one pipeline
+/// (overwriting those keys, nothing else). Idempotent, so every replica does it at
+/// start. No records writes nothing (an empty pipeline is an error to Redis).
+pub async fn write_fixtures<'a, T: Serialize + 'a>(
+    conn: &ConnectionManager,
+    records: impl IntoIterator<Item = (String, &'a T)>,
+) -> Result<(), StoreError> {
+    let mut pipe = redis::pipe();
+    let mut any = false;
+    for (key, record) in records {
+        let json = serde_json::to_string(record).map_err(|source| StoreError::Json { key: key.clone(), source })?;
+        pipe.set(key, json).ignore();
+        any = true;
+    }
+    if any {
+        let () = pipe.query_async(&mut conn.clone()).await?;
+    }
+    Ok(())
+}
+
+/// A fixture file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the fixture file {path}: {source}")]
+pub struct FixtureFileError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// The fixture JSON a participant starts with: the file named by `FIXTURES_PATH`,
+/// or `builtin` (its file compiled in) when the variable is unset or blank.
+pub fn fixture_json_from_env(builtin: &'static str) -> Result<Cow<'static, str>, FixtureFileError> {
+    fixture_json(fixtures_path(std::env::var_os(FIXTURES_PATH_VAR)), builtin)
+}
+
+/// The file a `FIXTURES_PATH` value names: trimmed like every other setting, none
+/// when blank. A value that is not UTF-8 is taken as it is.
+fn fixtures_path(value: Option<OsString>) -> Option<PathBuf> {
+    let value = value?;
+    match value.to_str() {
+        Some(text) => Some(text.trim()).filter(|path| !path.is_empty()).map(PathBuf::from),
+        None => Some(PathBuf::from(value)),
+    }
+}
+
+/// The contents of the file at `path`, or `builtin` when there is no path.
+fn fixture_json(path: Option<PathBuf>, builtin: &'static str) -> Result<Cow<'static, str>, FixtureFileError> {
+    match path {
+        None => Ok(Cow::Borrowed(builtin)),
+        Some(path) => {
+            std::fs::read_to_string(&path).map(Cow::Owned).map_err(|source| FixtureFileError { path, source })
+        }
+    }
+}
+
+/// Why a participant did not start: its settings, its fixtures (`F` is the
+/// participant's own validation error), Redis, or the service runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError<F> {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    FixtureFile(#[from] FixtureFileError),
+    #[error("invalid fixtures: {0}")]
+    Fixtures(#[source] F),
+    #[error("loading fixtures into Redis: {0}")]
+    LoadFixtures(#[from] StoreError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// A store failure while handling a command: the command is requeued. Every
+/// command's write is one atomic script, so either nothing was stored and the retry
+/// decides afresh, or the outcome was stored (only reading it back failed) and the
+/// retry replays it.
+pub fn transient<E: fmt::Display>(error: E) -> CommandError {
+    tracing::warn!(error = %error, "store failure; the command will be retried");
+    CommandError::Transient(error.to_string())
+}
+
+/// Why a read call failed: the caller's mistake, a missing record, or ours (`E`, the
+/// participant's store error). It becomes a `tonic::Status` in one place, its `From`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError<E> {
+    /// `INVALID_ARGUMENT`, naming the field.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    /// `NOT_FOUND`, with this message.
+    #[error("{0}")]
+    NotFound(String),
+    /// `INTERNAL`: the cause chain is logged, not sent to the caller.
+    #[error("reading the store failed")]
+    Store(#[from] E),
+}
+
+impl<E> ReadError<E> {
+    /// `INVALID_ARGUMENT` unless `order_id` is 1 to [`MAX_ORDER_ID_LEN`] bytes.
+    pub fn check_order_id(order_id: &str) -> Result<(), Self> {
+        if order_id.is_empty() || order_id.len() > MAX_ORDER_ID_LEN {
+            return Err(Self::InvalidArgument {
+                field: "order_id",
+                reason: format!("must be 1 to {MAX_ORDER_ID_LEN} bytes"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<E: std::error::Error + 'static> From<ReadError<E>> for Status {
+    fn from(error: ReadError<E>) -> Self {
+        match error {
+            ReadError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
+            ReadError::NotFound(what) => Status::not_found(what),
+            ReadError::Store(cause) => {
+                tracing::error!(error = %error_chain(&cause), "read call failed");
+                Status::internal("reading the store failed")
+            }
+        }
+    }
+}
+
+/// `error` and its sources, `: `-separated, for one log field.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        chain.push_str(": ");
+        chain.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_processed_key_lives_under_the_service_prefix() {
+        assert_eq!(processed_key("t-x:consumer:", "m-1"), "t-x:consumer:processed:m-1");
+    }
+
+    #[test]
+    fn a_script_reply_is_read_as_the_stored_outcome_and_whether_it_is_new() {
+        let fresh: Stored<Vec<i64>> = Stored::from_reply("k".into(), ("[1,2]".into(), 1)).expect("valid JSON");
+        assert_eq!(fresh, Stored { outcome: vec![1, 2], fresh: true });
+        let replayed: Stored<Vec<i64>> = Stored::from_reply("k".into(), ("[]".into(), 0)).expect("valid JSON");
+        assert!(!replayed.fresh);
+        let corrupt = Stored::<Vec<i64>>::from_reply("p:processed:m".into(), ("{".into(), 1));
+        assert!(matches!(corrupt, Err(StoreError::Json { ref key, .. }) if key == "p:processed:m"));
+    }
+
+    #[test]
+    fn a_blank_fixtures_path_means_the_builtin_file() {
+        assert_eq!(fixtures_path(None), None);
+        assert_eq!(fixtures_path(Some("".into())), None);
+        assert_eq!(fixtures_path(Some("  ".into())), None);
+        assert_eq!(fixtures_path(Some(" /etc/ftgo/f.json ".into())), Some(PathBuf::from("/etc/ftgo/f.json")));
+        assert!(matches!(fixture_json(None, "{}"), Ok(Cow::Borrowed("{}"))));
+    }
+
+    #[test]
+    fn an_unreadable_fixture_file_is_named_in_the_error() {
+        let error = fixture_json(Some("/no/such/fixtures.json".into()), "{}").expect_err("no such file");
+        assert!(error.to_string().starts_with("cannot read the fixture file /no/such/fixtures.json: "), "{error}");
+    }
+
+    #[test]
+    fn caller_mistakes_and_missing_things_are_not_internal_errors() {
+        type Read = ReadError<std::io::Error>;
+        let status = Status::from(Read::InvalidArgument { field: "ticket_id", reason: "must be positive".into() });
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("ticket_id"));
+        assert_eq!(Status::from(Read::NotFound("ticket 9".into())).code(), tonic::Code::NotFound);
+        let status = Status::from(Read::Store(std::io::Error::other("bad json")));
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(!status.message().contains("bad json"), "internal details stay in the log");
+    }
+
+    #[test]
+    fn an_order_id_must_be_one_to_max_bytes() {
+        type Read = ReadError<std::io::Error>;
+        let status = Status::from(Read::check_order_id("").expect_err("empty"));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("order_id"), "{}", status.message());
+        assert!(Read::check_order_id(&"x".repeat(MAX_ORDER_ID_LEN + 1)).is_err());
+        assert!(Read::check_order_id(&"x".repeat(MAX_ORDER_ID_LEN)).is_ok());
+    }
+}
