@@ -1,0 +1,16 @@
+//! The consumer_service binary: settings from the environment, telemetry, then the
+//! service until SIGTERM or Ctrl-C. Everything else is in the library.
+
+// glibc malloc was ~20 % of the orchestrator's CPU under load (perf, docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = consumer_service::Settings::from_env()?;
+    let _telemetry = service_kit::telemetry::init(settings.common.log_format, "consumer_service");
+    let shutdown = service_kit::shutdown::on_signal();
+    let service = consumer_service::run(settings, shutdown.clone()).await?;
+    service.wait_at_most(&shutdown, service_kit::runtime::DRAIN_CAP).await?;
+    Ok(())
+}
