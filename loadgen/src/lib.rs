@@ -1,0 +1,26 @@
+//! loadgen: load for the FTGO CreateOrderSaga, measured end to end.
+//!
+//! - [`mix`]: README's demo scenarios and a weighted mix of them.
+//! - [`schedule`]: closed loop (fixed clients) or open loop (fixed start rate), and
+//!   when a run stops.
+//! - [`engine`]: offers sagas to a [`engine::SagaRunner`] under a plan and times them.
+//! - [`system`]: the runner for the real system (CreateOrder, then WatchOrder or
+//!   GetOrder polling until the terminal state).
+//! - [`baseline`]: the runner for a minimal orchestrator on the same broker and
+//!   Redis with the same durability, the yardstick of the targets.
+//! - [`stats`], [`report`], [`chart`]: HDR-histogram percentiles, a per-second
+//!   timeline, the JSON / Markdown / text report and the SVG chart.
+//!
+//! The one decision to know: latency is CreateOrder→terminal as the client sees
+//! it, and in the open loop it starts at the scheduled start time, so a system
+//! that falls behind shows its queueing instead of hiding it.
+#![forbid(unsafe_code)]
+
+pub mod baseline;
+pub mod chart;
+pub mod engine;
+pub mod mix;
+pub mod report;
+pub mod schedule;
+pub mod stats;
+pub mod system;
