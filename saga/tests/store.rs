@@ -40,8 +40,15 @@ async fn store() -> (SagaStore, redis::aio::ConnectionManager, String) {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let client = redis::Client::open(url).expect("url");
     let conn = redis::aio::ConnectionManager::new(client).await.expect("Redis must be running");
-    let prefix = format!("t-saga-store-{}-{}:", std::process::id(), rand_suffix());
+    let prefix = format!("t-saga-store-{}-{}-{}:", std::process::id(), rand_suffix(), next());
     (SagaStore::new(conn.clone(), prefix.clone()), conn, prefix)
+}
+
+/// Tests in this file run in parallel and may start in the same clock tick: the
+/// counter keeps their prefixes apart (CI once saw two share one).
+fn next() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn rand_suffix() -> u128 {

@@ -11,13 +11,17 @@ impl Namespace {
         Self(prefix.into())
     }
 
-    /// A fresh random namespace, for tests.
+    /// A fresh namespace, for tests: unique within the process by a counter (two
+    /// tests starting in the same clock tick must not share one), across processes
+    /// by the pid, across runs by the time.
     pub fn random(label: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        Self(format!("t-{label}-{:x}{:x}", nanos, std::process::id()))
+        Self(format!("t-{label}-{nanos:x}-{:x}-{n}", std::process::id()))
     }
 
     pub fn prefix(&self) -> &str {
@@ -35,3 +39,14 @@ impl Namespace {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::Namespace;
+
+    #[test]
+    fn random_namespaces_differ_even_within_one_clock_tick() {
+        let names: std::collections::HashSet<String> =
+            (0..1000).map(|_| Namespace::random("x").prefix().to_owned()).collect();
+        assert_eq!(names.len(), 1000);
+    }
+}
