@@ -21,17 +21,19 @@ use crate::{
     create_order_saga::OrderData,
     orchestrator::{Orchestrator, OrchestratorError, OrderSaga, order_label},
     validation::{self, MAX_REASON_LENGTH, Violations},
+    watch::{EventNotifier, stream_events},
 };
 
 /// The gRPC service.
 #[derive(Clone)]
 pub struct OrderApi {
     pub orchestrator: Orchestrator,
-    pub redis: redis::Client,
-    /// Bounds concurrent watch streams: each holds a Redis connection of its own.
+    /// Wakes watch streams when their saga stores events.
+    pub notifier: EventNotifier,
+    /// Bounds concurrent watch streams (each is a task and a buffer).
     pub watchers: Arc<Semaphore>,
-    /// Connections of ended watch streams, for the next ones.
-    pub watch_connections: WatchConnections,
+    /// A watch stream's read when no wake-up came (`WATCH_RECHECK_MS`).
+    pub watch_recheck: std::time::Duration,
     /// Ends open watch streams at shutdown, so they do not hold the server's drain;
     /// clients resume on another replica with `after_event_id`.
     pub shutdown: service_kit::CancellationToken,
@@ -155,150 +157,8 @@ pub fn saga_event(order_id: &str, event: &StoredEvent) -> (SagaEvent, bool) {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<SagaEvent, Status>> + Send>>;
 
-type EventSender = tokio::sync::mpsc::Sender<Result<SagaEvent, Status>>;
-
 const PAGE_SIZE_DEFAULT: usize = 50;
 const PAGE_SIZE_MAX: usize = 500;
-/// Events replayed per Redis read.
-const REPLAY_BATCH: usize = 256;
-/// How long one blocking read waits before checking whether the client is gone.
-const WATCH_BLOCK_MS: usize = 5_000;
-
-/// What sending a batch of events led to.
-enum Sent {
-    /// The client is gone.
-    Closed,
-    /// The batch ended with a terminal event: the stream ends unless more events
-    /// follow it (a parked saga that an operator retried goes on).
-    Terminal,
-    More,
-}
-
-/// Sends `events`, remembering the last id in `after`.
-async fn send_events(order_id: &str, events: &[StoredEvent], after: &mut Option<String>, tx: &EventSender) -> Sent {
-    let mut last_terminal = false;
-    for event in events {
-        let (message, terminal) = saga_event(order_id, event);
-        *after = Some(event.id.clone());
-        last_terminal = terminal;
-        if tx.send(Ok(message)).await.is_err() {
-            return Sent::Closed;
-        }
-    }
-    match (tx.is_closed(), last_terminal) {
-        (true, _) => Sent::Closed,
-        (false, true) => Sent::Terminal,
-        (false, false) => Sent::More,
-    }
-}
-
-/// Idle Redis connections of ended watch streams, reused by the next ones: a
-/// watcher blocks on a connection of its own, and opening one per watched saga
-/// cost more than the watch itself (docs/performance.md).
-#[derive(Clone, Default)]
-pub struct WatchConnections(Arc<std::sync::Mutex<Vec<redis::aio::MultiplexedConnection>>>);
-
-/// Idle watch connections kept; more are closed when their watch ends.
-const IDLE_WATCH_CONNECTIONS: usize = 64;
-
-impl WatchConnections {
-    fn take(&self) -> Option<redis::aio::MultiplexedConnection> {
-        self.0.lock().ok()?.pop()
-    }
-
-    fn give_back(&self, conn: redis::aio::MultiplexedConnection) {
-        if let Ok(mut idle) = self.0.lock()
-            && idle.len() < IDLE_WATCH_CONNECTIONS
-        {
-            idle.push(conn);
-        }
-    }
-}
-
-/// Replays a saga's stored events after `after`, then tails the stream until a
-/// terminal event that nothing follows. Any replica can serve any watcher: all of
-/// it is in Redis. The blocking connection goes back to `idle` only when the watch
-/// ended cleanly (not mid-read, not on an error).
-async fn stream_events(
-    store: &saga::store::SagaStore,
-    client: &redis::Client,
-    idle: &WatchConnections,
-    order_id: &str,
-    after: Option<String>,
-    tx: &EventSender,
-) -> Result<(), Status> {
-    let mut conn = None;
-    let result = tail_events(store, client, idle, &mut conn, order_id, after, tx).await;
-    if let (Ok(()), Some(conn)) = (&result, conn) {
-        idle.give_back(conn);
-    }
-    result
-}
-
-async fn tail_events(
-    store: &saga::store::SagaStore,
-    client: &redis::Client,
-    idle: &WatchConnections,
-    conn: &mut Option<redis::aio::MultiplexedConnection>,
-    order_id: &str,
-    mut after: Option<String>,
-    tx: &EventSender,
-) -> Result<(), Status> {
-    let unavailable = |e: saga::store::StoreError| Status::unavailable(format!("event stream interrupted: {e}"));
-    // After a blocking read returned events that were not terminal, the next ones
-    // come from the stream too: no replay and no state check in between.
-    let mut tailing = false;
-    loop {
-        if !tailing {
-            let events = store.events_after(order_id, after.as_deref(), REPLAY_BATCH).await.map_err(unavailable)?;
-            match send_events(order_id, &events, &mut after, tx).await {
-                Sent::Closed => return Ok(()),
-                Sent::Terminal if events.len() < REPLAY_BATCH => return Ok(()),
-                _ if events.len() == REPLAY_BATCH => continue,
-                _ => {}
-            }
-            // Caught up. A settled saga wrote its terminal event with its state: if
-            // the replay did not end on one, the client resumed after it, and there
-            // is nothing more to send.
-            let saga = store.load::<OrderData>(order_id).await.map_err(unavailable)?;
-            if saga.is_none_or(|s| !s.status.is_active()) {
-                let newer = store.events_after(order_id, after.as_deref(), 1).await.map_err(unavailable)?;
-                if newer.is_empty() {
-                    return Ok(());
-                }
-                continue;
-            }
-        }
-        // Live: block for new events on a connection of this watcher's own (a
-        // blocking read would stall a shared multiplexed connection).
-        if conn.is_none() {
-            *conn = match idle.take() {
-                Some(reused) => Some(reused),
-                None => {
-                    let config = redis::AsyncConnectionConfig::new()
-                        .set_response_timeout(Some(std::time::Duration::from_millis(WATCH_BLOCK_MS as u64 + 5_000)));
-                    Some(
-                        client
-                            .get_multiplexed_async_connection_with_config(&config)
-                            .await
-                            .map_err(|e| Status::unavailable(format!("cannot watch: {e}")))?,
-                    )
-                }
-            };
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        let from = after.clone().unwrap_or_else(|| "0".to_owned());
-        let events = store.wait_for_events(c, order_id, &from, WATCH_BLOCK_MS).await.map_err(unavailable)?;
-        tailing = false;
-        match send_events(order_id, &events, &mut after, tx).await {
-            Sent::Closed => return Ok(()),
-            Sent::More if !events.is_empty() => tailing = true,
-            // A timeout, or a terminal event: the replay step checks whether the
-            // saga is still running and whether anything follows.
-            Sent::Terminal | Sent::More => {}
-        }
-    }
-}
 
 #[tonic::async_trait]
 impl OrderService for OrderApi {
@@ -337,14 +197,14 @@ impl OrderService for OrderApi {
             .try_acquire_owned()
             .map_err(|_| Status::resource_exhausted("too many watch streams on this replica; retry later"))?;
         let store = self.orchestrator.store().clone();
-        let client = self.redis.clone();
-        let idle = self.watch_connections.clone();
+        let notifier = self.notifier.clone();
+        let recheck = self.watch_recheck;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<SagaEvent, Status>>(64);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let result = tokio::select! {
-                result = stream_events(&store, &client, &idle, &order_id, after, &tx) => result,
+                result = stream_events(&store, &notifier, recheck, &order_id, after, &tx) => result,
                 _ = shutdown.cancelled() => {
                     Err(Status::unavailable("order_service is shutting down; resume the watch with after_event_id"))
                 }

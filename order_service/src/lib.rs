@@ -21,6 +21,7 @@ pub mod orchestrator;
 pub mod replies;
 pub mod sweeper;
 pub mod validation;
+pub mod watch;
 
 use std::{sync::Arc, time::Duration};
 
@@ -55,6 +56,9 @@ pub struct Settings {
     pub sweeper: SweeperSettings,
     /// Concurrent `WatchOrder` streams per replica.
     pub max_watch_streams: usize,
+    /// How long a watch stream waits without a wake-up before it reads its saga
+    /// again (a lost notification costs at most this much delay).
+    pub watch_recheck: Duration,
     /// Running sagas whose last saved state a replica keeps in memory, so most
     /// replies need no load from Redis (0 disables; Redis stays the truth).
     pub state_cache_entries: usize,
@@ -76,6 +80,7 @@ impl Settings {
                 retention: Some(Duration::from_secs(7 * 24 * 3600)),
             },
             max_watch_streams: 4096,
+            watch_recheck: Duration::from_secs(5),
             state_cache_entries: 8192,
         }
     }
@@ -111,6 +116,7 @@ impl Settings {
                 ..local.sweeper
             },
             max_watch_streams: env_or("WATCH_MAX_STREAMS", local.max_watch_streams)?,
+            watch_recheck: env_millis("WATCH_RECHECK_MS", local.watch_recheck.as_millis() as u64)?,
             state_cache_entries: env_or("SAGA_STATE_CACHE_ENTRIES", local.state_cache_entries)?,
         })
     }
@@ -125,6 +131,8 @@ pub enum StartError {
     Definition(#[from] saga::DefinitionError),
     #[error("Redis: {0}")]
     Store(#[from] service_kit::store::StoreConnectError),
+    #[error(transparent)]
+    Notifier(#[from] watch::NotifierError),
 }
 
 /// Starts order_service: the reply consumer, the deadline sweeper and the gRPC
@@ -156,11 +164,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<Runn
         queues.clone(),
         settings.state_cache_entries,
     );
+    let notifier =
+        watch::EventNotifier::connect(&redis_client, orchestrator.store().events_channel(), &shutdown).await?;
     let api = OrderApi {
         orchestrator: orchestrator.clone(),
-        redis: redis_client,
+        notifier,
         watchers: Arc::new(tokio::sync::Semaphore::new(settings.max_watch_streams)),
-        watch_connections: Default::default(),
+        watch_recheck: settings.watch_recheck,
         shutdown: shutdown.clone(),
     };
     let homepage = homepage::router(api.clone());

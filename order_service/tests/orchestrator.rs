@@ -500,3 +500,39 @@ async fn shutdown_ends_open_watch_streams_instead_of_waiting_for_them() {
         .expect("clean stop");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_live_watch_is_woken_by_the_save_not_by_rereading() {
+    let env = TestEnv::new("order-watch-live").await.expect("env");
+    // Without a wake-up, the stream would not read again for an hour.
+    let mut app = spawn(&env, |s| s.watch_recheck = Duration::from_secs(3600)).await;
+    let order_id = app.client.create_order(order(2, "")).await.expect("create").into_inner().order_id;
+    let mut stream = app
+        .client
+        .watch_order(WatchOrderRequest { order_id: order_id.clone(), after_event_id: String::new() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut next = async || tokio::time::timeout(WAIT, stream.message()).await.expect("an event in time").expect("ok");
+    let mut kinds = Vec::new();
+    while kinds.last() != Some(&(SagaEventType::CommandSent as i32)) {
+        kinds.push(next().await.expect("replayed event").r#type);
+    }
+    // The stream has caught up and waits. The reply's save must wake it.
+    let (command, _) = env.take_command(CONSUMER_QUEUE, WAIT).await.expect("VerifyConsumer");
+    let suspended = consumer::VerifyConsumerReply {
+        outcome: Some(consumer::verify_consumer_reply::Outcome::Failure(proto::common::v1::Failure::business(
+            "CONSUMER_SUSPENDED",
+            "consumer 2 is suspended",
+        ))),
+    };
+    env.reply(&command, &suspended).await.expect("reply");
+    let failed = next().await.expect("live event");
+    assert_eq!((failed.r#type, failed.code.as_str()), (SagaEventType::StepFailed as i32, "CONSUMER_SUSPENDED"));
+    let end = next().await.expect("terminal event");
+    assert!(end.terminal);
+    assert_eq!(end.r#type, SagaEventType::OrderRejected as i32);
+    assert!(next().await.is_none(), "the stream ends after the terminal event");
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -8,6 +8,7 @@
 //! | `{p}sagas:unfinished` | sorted set | running, compensating or parked sagas by creation time (stuck = unfinished too long) |
 //! | `{p}sagas:all`, `{p}sagas:label:<label>` | sorted sets | ids for listing (UUIDv7 ids sort by time) |
 //! | `{p}sagas:finished` | sorted set | finished sagas by the time they finished: what [`SagaStore::prune`] deletes after the retention |
+//! | `{p}sagas:events` | pub/sub channel | the id of every saga that just stored events ([`SagaStore::events_channel`]): watchers wake on it instead of each blocking a connection on its stream |
 //!
 //! A finished saga is kept for a retention period, then [`SagaStore::prune`] deletes
 //! its hash, its event stream, its index entries and the key that pointed at it
@@ -72,7 +73,7 @@ const SAVE: &str = r#"
 -- KEYS: 1 state, 2 events, 3 wake, 4 active, 5 all, 6 old label index, 7 new label index, 8 finished
 -- ARGV: 1 expected version (0: create), 2 state json, 3 wake-at ms or '', 4 saga id,
 --       5 created-at ms, 6 unfinished '1'/'0', 7 events (JSON array of flat field lists), 8 label,
---       9 updated-at ms, 10 linked key or ''
+--       9 updated-at ms, 10 linked key or '', 11 events channel
 local current = redis.call('HGET', KEYS[1], 'v')
 if ARGV[1] == '0' then
   if current then return -1 end
@@ -100,9 +101,11 @@ if KEYS[6] ~= KEYS[7] or ARGV[1] == '0' then
   redis.call('ZREM', KEYS[6], ARGV[4])
   redis.call('ZADD', KEYS[7], 0, ARGV[4])
 end
-for _, fields in ipairs(cjson.decode(ARGV[7])) do
+local events = cjson.decode(ARGV[7])
+for _, fields in ipairs(events) do
   redis.call('XADD', KEYS[2], '*', unpack(fields))
 end
+if #events > 0 then redis.call('PUBLISH', ARGV[11], ARGV[4]) end
 return version
 "#;
 
@@ -261,6 +264,7 @@ impl SagaStore {
             .arg(label)
             .arg(&at)
             .arg(linked_key.unwrap_or_default())
+            .arg(self.events_channel())
             .invoke_async(&mut conn)
             .await?;
         Ok(match result {
@@ -322,22 +326,11 @@ impl SagaStore {
         Ok(reply.ids.into_iter().map(stored_event).collect())
     }
 
-    /// Blocks up to `block_ms` for events after `after` on a connection of the
-    /// caller's own: a blocking read would stall every other command on a shared
-    /// multiplexed connection.
-    pub async fn wait_for_events(
-        &self,
-        conn: &mut redis::aio::MultiplexedConnection,
-        id: &str,
-        after: &str,
-        block_ms: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let options = redis::streams::StreamReadOptions::default().block(block_ms).count(100);
-        let reply: Option<redis::streams::StreamReadReply> =
-            conn.xread_options(&[self.events_key(id)], &[after], &options).await?;
-        Ok(reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids.into_iter().map(stored_event)).collect())
-            .unwrap_or_default())
+    /// The pub/sub channel on which every save that stores events publishes the
+    /// saga's id. At most once: a watcher that may have missed a message (its
+    /// connection dropped) reads the stream again rather than trusting the channel.
+    pub fn events_channel(&self) -> String {
+        format!("{}sagas:events", self.prefix)
     }
 
     /// Saga ids newest first, optionally only those with `label`, starting after

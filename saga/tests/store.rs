@@ -187,3 +187,41 @@ async fn prune_deletes_sagas_finished_before_the_cutoff_with_their_indexes_and_l
     assert!(store.load::<u32>(running).await.expect("load").is_some());
     cleanup(&mut conn, &prefix).await;
 }
+
+#[tokio::test]
+async fn a_save_that_stores_events_publishes_the_saga_id_and_one_without_events_does_not() {
+    let (store, mut conn, prefix) = store().await;
+    let def = definition();
+    let machine = SagaMachine::new(&def, &Domain);
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut pubsub = redis::Client::open(url).expect("url").get_async_pubsub().await.expect("pubsub");
+    pubsub.subscribe(store.events_channel()).await.expect("subscribe");
+    let mut messages = pubsub.into_on_message();
+    let next_message = async |messages: &mut redis::aio::PubSubStream| {
+        use futures::StreamExt;
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+        message.ok().flatten().map(|m| (m.get_channel_name().to_owned(), m.get_payload::<String>().expect("payload")))
+    };
+
+    let id = "0190b5c2-0000-7000-8000-0000000000b1";
+    let (state, t) = machine.start(id.into(), 0, Clock { now_ms: 1_000, jitter: 0.0 });
+    assert!(!t.events.is_empty());
+    assert_eq!(store.save(&def, &state, &t.events, None, "PENDING", None).await.expect("save"), SaveOutcome::Saved(1));
+    assert_eq!(next_message(&mut messages).await, Some((store.events_channel(), id.to_owned())));
+
+    // Saved again with no events (the sweeper's re-index): nothing to wake anyone for.
+    let stored: SagaState<u32> = store.load(id).await.expect("load").expect("exists");
+    assert_eq!(
+        store.save(&def, &stored, &[], Some("PENDING"), "PENDING", None).await.expect("save"),
+        SaveOutcome::Saved(2)
+    );
+    let other = "0190b5c2-0000-7000-8000-0000000000b2";
+    let (state, t) = machine.start(other.into(), 0, Clock { now_ms: 1_000, jitter: 0.0 });
+    store.save(&def, &state, &t.events, None, "PENDING", None).await.expect("save");
+    assert_eq!(
+        next_message(&mut messages).await.map(|(_, id)| id),
+        Some(other.to_owned()),
+        "the next message is the other saga's: the save without events published nothing"
+    );
+    cleanup(&mut conn, &prefix).await;
+}

@@ -1,0 +1,332 @@
+//! WatchOrder's event streams: replay a saga's stored events, then follow new ones
+//! until the saga is settled.
+//!
+//! The decision a reader must know: a watcher does not block a Redis connection of
+//! its own on its saga's stream. Every save that stores events publishes the saga's
+//! id on one channel per namespace ([`saga::store::SagaStore::events_channel`]);
+//! each replica holds one subscribed connection ([`EventNotifier`]) and wakes the
+//! watchers of that id, which then read the new events with `XRANGE` on the shared
+//! connection. Pub/sub is at most once, so the stream stays the truth: a watcher
+//! reads it again after any wake-up, after the subscription reconnects, and after
+//! every quiet `recheck` (`WATCH_RECHECK_MS`).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use proto::order::v1::SagaEvent;
+use redis::{
+    PushInfo, PushKind,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+use saga::store::{SagaStore, StoredEvent};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::{api::saga_event, create_order_saga::OrderData};
+
+/// Events replayed per Redis read.
+const REPLAY_BATCH: usize = 256;
+
+pub type EventSender = tokio::sync::mpsc::Sender<Result<SagaEvent, Status>>;
+
+/// Why the notifier could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifierError {
+    #[error("cannot subscribe to saga events: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("shut down while subscribing to saga events")]
+    Cancelled,
+}
+
+/// One replica's subscription to the namespace's saga-event channel, and the
+/// watchers waiting on it by saga id. Cheap to clone.
+#[derive(Clone)]
+pub struct EventNotifier {
+    watchers: Arc<Watchers>,
+    /// Keeps the subscribed connection (and its reconnects) alive.
+    _connection: ConnectionManager,
+}
+
+#[derive(Default)]
+struct Watchers(Mutex<HashMap<String, Watched>>);
+
+/// The wake-up counter of one saga's watchers on this replica.
+struct Watched {
+    wakeups: watch::Sender<u64>,
+    watchers: usize,
+}
+
+impl Watchers {
+    fn subscribe(this: &Arc<Self>, order_id: &str) -> Subscription {
+        let receiver = match this.0.lock() {
+            Ok(mut map) => {
+                let watched = map
+                    .entry(order_id.to_owned())
+                    .or_insert_with(|| Watched { wakeups: watch::channel(0).0, watchers: 0 });
+                watched.watchers += 1;
+                Some(watched.wakeups.subscribe())
+            }
+            // A poisoned map (a panic elsewhere): this watcher falls back to rechecking.
+            Err(_) => None,
+        };
+        Subscription { watchers: this.clone(), order_id: order_id.to_owned(), receiver }
+    }
+
+    fn wake(&self, order_id: &str) {
+        if let Ok(map) = self.0.lock()
+            && let Some(watched) = map.get(order_id)
+        {
+            watched.wakeups.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    fn wake_all(&self) {
+        if let Ok(map) = self.0.lock() {
+            for watched in map.values() {
+                watched.wakeups.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+
+    fn on_push(&self, push: PushInfo) {
+        match push.kind {
+            PushKind::Message => {
+                // [channel, message]: the message is the saga id.
+                if let Some(id) = push.data.get(1).and_then(|v| redis::from_redis_value_ref::<String>(v).ok()) {
+                    self.wake(&id);
+                }
+            }
+            // Messages sent while the connection was down are lost: everyone reads again.
+            PushKind::Disconnection => self.wake_all(),
+            _ => {}
+        }
+    }
+}
+
+impl EventNotifier {
+    /// Subscribes to `channel` on a connection of its own (RESP3, so it can also
+    /// carry the pushes; re-subscribed automatically after a reconnect). Retries
+    /// with backoff until Redis answers or `shutdown`, as the store's connection does.
+    pub async fn connect(
+        client: &redis::Client,
+        channel: String,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, NotifierError> {
+        let info = client.get_connection_info().clone();
+        let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3))?;
+        let watchers = Arc::new(Watchers::default());
+        let sink = watchers.clone();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_automatic_resubscription()
+            .set_push_sender(move |push: PushInfo| -> Result<(), redis::aio::SendError> {
+                sink.on_push(push);
+                Ok(())
+            });
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let attempt = async {
+                let mut connection = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+                connection.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(connection)
+            };
+            match attempt.await {
+                Ok(connection) => return Ok(Self { watchers, _connection: connection }),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot subscribe to saga events yet");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return Err(NotifierError::Cancelled),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Registers a watcher of `order_id`; it is woken from now on until dropped.
+    fn subscribe(&self, order_id: &str) -> Subscription {
+        Watchers::subscribe(&self.watchers, order_id)
+    }
+
+    /// How many sagas this replica's watchers follow (for tests and metrics).
+    pub fn watched_sagas(&self) -> usize {
+        self.watchers.0.lock().map(|map| map.len()).unwrap_or_default()
+    }
+}
+
+/// One watcher's registration; leaves the map with its last watcher.
+struct Subscription {
+    watchers: Arc<Watchers>,
+    order_id: String,
+    receiver: Option<watch::Receiver<u64>>,
+}
+
+impl Subscription {
+    /// Marks every wake-up so far as seen: call before reading the stream, so a
+    /// save that lands during the read wakes the next wait.
+    fn mark_seen(&mut self) {
+        if let Some(receiver) = &mut self.receiver {
+            receiver.borrow_and_update();
+        }
+    }
+
+    /// Waits for a wake-up after the last `mark_seen`; `false` after `recheck`
+    /// without one.
+    async fn woken(&mut self, recheck: Duration) -> bool {
+        match &mut self.receiver {
+            Some(receiver) => matches!(tokio::time::timeout(recheck, receiver.changed()).await, Ok(Ok(()))),
+            None => {
+                tokio::time::sleep(recheck).await;
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.watchers.0.lock()
+            && let Some(watched) = map.get_mut(&self.order_id)
+        {
+            watched.watchers -= 1;
+            if watched.watchers == 0 {
+                map.remove(&self.order_id);
+            }
+        }
+    }
+}
+
+/// What sending a batch of events led to.
+enum Sent {
+    /// The client is gone.
+    Closed,
+    /// The batch ended with a terminal event: the stream ends unless more events
+    /// follow it (a parked saga that an operator retried goes on).
+    Terminal,
+    More,
+}
+
+/// Sends `events`, remembering the last id in `after`.
+async fn send_events(order_id: &str, events: &[StoredEvent], after: &mut Option<String>, tx: &EventSender) -> Sent {
+    let mut last_terminal = false;
+    for event in events {
+        let (message, terminal) = saga_event(order_id, event);
+        *after = Some(event.id.clone());
+        last_terminal = terminal;
+        if tx.send(Ok(message)).await.is_err() {
+            return Sent::Closed;
+        }
+    }
+    match (tx.is_closed(), last_terminal) {
+        (true, _) => Sent::Closed,
+        (false, true) => Sent::Terminal,
+        (false, false) => Sent::More,
+    }
+}
+
+/// Replays a saga's stored events after `after`, then follows the stream until a
+/// terminal event that nothing follows, or until the client goes away. Any replica
+/// can serve any watcher: all of it is in Redis. Without a wake-up, the stream and
+/// the saga's state are read again after `recheck`: that bounds the delay after a
+/// lost notification, and ends the stream of a saga that was parked.
+pub async fn stream_events(
+    store: &SagaStore,
+    notifier: &EventNotifier,
+    recheck: Duration,
+    order_id: &str,
+    mut after: Option<String>,
+    tx: &EventSender,
+) -> Result<(), Status> {
+    let unavailable = |e: saga::store::StoreError| Status::unavailable(format!("event stream interrupted: {e}"));
+    let mut subscription = notifier.subscribe(order_id);
+    // The saga's state is checked when the replay first catches up and after a
+    // quiet `recheck`; a wake-up means new events, which the stream itself tells.
+    let mut check_state = true;
+    loop {
+        subscription.mark_seen();
+        let events = store.events_after(order_id, after.as_deref(), REPLAY_BATCH).await.map_err(unavailable)?;
+        match send_events(order_id, &events, &mut after, tx).await {
+            Sent::Closed => return Ok(()),
+            Sent::Terminal if events.len() < REPLAY_BATCH => return Ok(()),
+            _ if events.len() == REPLAY_BATCH => continue,
+            _ => {}
+        }
+        if check_state {
+            // A settled saga wrote its terminal event with its state: if the replay
+            // did not end on one, the client resumed after it (or the saga is
+            // parked), and there is nothing more to send.
+            let saga = store.load::<OrderData>(order_id).await.map_err(unavailable)?;
+            if saga.is_none_or(|s| !s.status.is_active()) {
+                let newer = store.events_after(order_id, after.as_deref(), 1).await.map_err(unavailable)?;
+                if newer.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            }
+        }
+        check_state = tokio::select! {
+            woken = subscription.woken(recheck) => !woken,
+            _ = tx.closed() => return Ok(()),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str) -> PushInfo {
+        PushInfo {
+            kind: PushKind::Message,
+            data: vec![
+                redis::Value::BulkString(b"ns:order:sagas:events".to_vec()),
+                redis::Value::BulkString(id.into()),
+            ],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_wakes_the_watchers_of_its_saga_only() {
+        let watchers = Arc::new(Watchers::default());
+        let subscribe = |id: &str| Watchers::subscribe(&watchers, id);
+        let mut a1 = subscribe("a");
+        let mut a2 = subscribe("a");
+        let mut b = subscribe("b");
+        for s in [&mut a1, &mut a2, &mut b] {
+            s.mark_seen();
+        }
+        watchers.on_push(message("a"));
+        let changed = |s: &Subscription| s.receiver.as_ref().is_some_and(|r| r.has_changed().unwrap_or(false));
+        assert!(changed(&a1) && changed(&a2), "both watchers of `a` are woken");
+        assert!(!changed(&b), "`b` is not");
+        // A wake-up that came before `mark_seen` does not count again.
+        a1.mark_seen();
+        assert!(!changed(&a1));
+    }
+
+    #[tokio::test]
+    async fn a_disconnection_wakes_everyone_and_the_last_watcher_leaves_the_map() {
+        let watchers = Arc::new(Watchers::default());
+        let subscribe = |id: &str| Watchers::subscribe(&watchers, id);
+        let mut a = subscribe("a");
+        let mut b = subscribe("b");
+        a.mark_seen();
+        b.mark_seen();
+        watchers.on_push(PushInfo { kind: PushKind::Disconnection, data: vec![] });
+        let recheck = Duration::from_secs(3600);
+        assert!(a.woken(recheck).await && b.woken(recheck).await, "after a disconnection every watcher reads again");
+        let second_a = subscribe("a");
+        drop(a);
+        assert_eq!(watchers.0.lock().expect("lock").len(), 2, "`a` still has a watcher");
+        drop(second_a);
+        drop(b);
+        assert!(watchers.0.lock().expect("lock").is_empty());
+    }
+}
