@@ -100,8 +100,11 @@ impl Watchers {
                     self.wake(&id);
                 }
             }
-            // Messages sent while the connection was down are lost: everyone reads again.
-            PushKind::Disconnection => self.wake_all(),
+            // Messages published while the connection was down are lost: everyone
+            // reads again once it is gone, and again once the subscription is back
+            // (redis-rs re-subscribes after reconnecting; Redis confirms with this
+            // push), so an event stored in between is not left for the recheck.
+            PushKind::Disconnection | PushKind::Subscribe => self.wake_all(),
             _ => {}
         }
     }

@@ -1,0 +1,94 @@
+//! A watch stream survives the loss of its replica's Redis subscription (a Redis
+//! restart, `CLIENT KILL`): the subscription comes back on a new connection and
+//! the watcher is woken by the next save, not by its periodic recheck.
+//!
+//! Its own test binary on purpose: it kills every pub/sub client of the Redis it
+//! uses, and cargo runs test binaries one at a time, so no other test's
+//! subscription is hit (the other tests would survive it, more slowly).
+
+use std::time::Duration;
+
+use order_service::{
+    Settings,
+    create_order_saga::{ACCOUNTING_QUEUE, CONSUMER_QUEUE, REPLY_QUEUE, RESTAURANT_QUEUE},
+};
+use proto::{
+    common::v1::{Failure, LineItem},
+    consumer::v1 as consumer,
+    order::v1::{CreateOrderRequest, SagaEventType, WatchOrderRequest, order_service_client::OrderServiceClient},
+    restaurant::v1 as restaurant,
+};
+use service_kit::CancellationToken;
+use test_support::{TestEnv, eventually, grpc_channel, wait_serving};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_watch_is_still_woken_by_saves_after_its_subscription_connection_is_killed() {
+    let env = TestEnv::new("order-watch-kill").await.expect("env");
+    for queue in [CONSUMER_QUEUE, RESTAURANT_QUEUE, ACCOUNTING_QUEUE, REPLY_QUEUE] {
+        env.track_queue(queue);
+    }
+    let mut settings = Settings::local();
+    settings.common = env.settings();
+    // Without a wake-up the stream would not read again for an hour.
+    settings.watch_recheck = Duration::from_secs(3600);
+    let shutdown = CancellationToken::new();
+    let service = order_service::run(settings, shutdown.clone()).await.expect("order_service starts");
+    wait_serving(service.grpc_addr, WAIT).await.expect("serving");
+    let mut client = OrderServiceClient::new(grpc_channel(service.grpc_addr).await.expect("channel"));
+    let channel = format!("{}sagas:events", env.namespace.key_prefix("order"));
+    let mut redis = env.redis.clone();
+    let subscribers = async |redis: &mut redis::aio::ConnectionManager| -> anyhow::Result<i64> {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(redis).await?;
+        Ok(n)
+    };
+    assert_eq!(subscribers(&mut redis).await.expect("numsub"), 1, "the replica is subscribed");
+
+    let request = CreateOrderRequest {
+        consumer_id: 1,
+        restaurant_id: 1,
+        items: vec![LineItem { menu_item_id: "chicken-vindaloo".into(), quantity: 2 }],
+        idempotency_key: String::new(),
+    };
+    let order_id = client.create_order(request).await.expect("create").into_inner().order_id;
+    let mut stream = client
+        .watch_order(WatchOrderRequest { order_id, after_event_id: String::new() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut next = async || tokio::time::timeout(WAIT, stream.message()).await.expect("an event in time").expect("ok");
+    while next().await.expect("replayed event").r#type != SagaEventType::CommandSent as i32 {}
+
+    // Drop the subscription, and store the next event at once, without waiting for
+    // the new subscription: the event may land before it is back.
+    let killed: i64 =
+        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut redis).await.expect("kill");
+    assert!(killed >= 1, "the replica's subscription was killed");
+    let (command, _) = env.take_command(CONSUMER_QUEUE, WAIT).await.expect("VerifyConsumer");
+    let verified = consumer::VerifyConsumerReply {
+        outcome: Some(consumer::verify_consumer_reply::Outcome::Success(consumer::ConsumerVerified { consumer_id: 1 })),
+    };
+    env.reply(&command, &verified).await.expect("reply");
+    let event = next().await.expect("the event stored around the reconnect");
+    assert_eq!(event.r#type, SagaEventType::StepSucceeded as i32);
+    assert_eq!(next().await.expect("stored with it").r#type, SagaEventType::CommandSent as i32);
+
+    // Once subscribed again, the next save wakes it through the new subscription.
+    eventually(WAIT, || async { Ok((subscribers(&mut env.redis.clone()).await? == 1).then_some(())) })
+        .await
+        .expect("subscribed again");
+    let (command, _) = env.take_command(RESTAURANT_QUEUE, WAIT).await.expect("CreateTicket");
+    let refused = restaurant::CreateTicketReply {
+        outcome: Some(restaurant::create_ticket_reply::Outcome::Failure(Failure::business(
+            "RESTAURANT_CLOSED",
+            "closed for the test",
+        ))),
+    };
+    env.reply(&command, &refused).await.expect("reply");
+    let failed = next().await.expect("the next save's event");
+    assert_eq!((failed.r#type, failed.code.as_str()), (SagaEventType::StepFailed as i32, "RESTAURANT_CLOSED"));
+    shutdown.cancel();
+    let _ = service.wait().await;
+    env.cleanup().await;
+}
