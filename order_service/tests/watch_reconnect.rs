@@ -2,9 +2,8 @@
 //! restart, `CLIENT KILL`): the subscription comes back on a new connection and
 //! the watcher is woken by the next save, not by its periodic recheck.
 //!
-//! Its own test binary on purpose: it kills every pub/sub client of the Redis it
-//! uses, and cargo runs test binaries one at a time, so no other test's
-//! subscription is hit (the other tests would survive it, more slowly).
+//! Like the chaos runner, it kills only what it has proven to be its own: the
+//! pub/sub client whose address is a socket of this test process (`ss`).
 
 use std::time::Duration;
 
@@ -62,9 +61,9 @@ async fn a_watch_is_still_woken_by_saves_after_its_subscription_connection_is_ki
 
     // Drop the subscription, and store the next event at once, without waiting for
     // the new subscription: the event may land before it is back.
-    let killed: i64 =
-        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut redis).await.expect("kill");
-    assert!(killed >= 1, "the replica's subscription was killed");
+    let id = own_subscription(&mut redis).await.expect("the replica's subscription is listed");
+    let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query_async(&mut redis).await.expect("kill");
+    assert_eq!(killed, 1, "the replica's subscription was killed");
     let (command, _) = env.take_command(CONSUMER_QUEUE, WAIT).await.expect("VerifyConsumer");
     let verified = consumer::VerifyConsumerReply {
         outcome: Some(consumer::verify_consumer_reply::Outcome::Success(consumer::ConsumerVerified { consumer_id: 1 })),
@@ -91,4 +90,23 @@ async fn a_watch_is_still_woken_by_saves_after_its_subscription_connection_is_ki
     shutdown.cancel();
     let _ = service.wait().await;
     env.cleanup().await;
+}
+
+/// The id of the pub/sub client of Redis whose address is a socket of this process:
+/// the in-process order_service's subscription (one replica, one subscription).
+async fn own_subscription(redis: &mut redis::aio::ConnectionManager) -> anyhow::Result<u64> {
+    let ss = std::process::Command::new("ss").args(["-Htnp", "state", "established"]).output()?;
+    let own = format!("pid={},", std::process::id());
+    let ports: Vec<String> = String::from_utf8_lossy(&ss.stdout)
+        .lines()
+        .filter(|line| line.contains(&own))
+        .filter_map(|line| line.split_whitespace().nth(2).map(str::to_owned))
+        .collect();
+    let list: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query_async(redis).await?;
+    list.lines()
+        .filter(|line| {
+            line.split(' ').any(|field| field.strip_prefix("addr=").is_some_and(|a| ports.iter().any(|p| p == a)))
+        })
+        .find_map(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")).and_then(|id| id.parse().ok()))
+        .ok_or_else(|| anyhow::anyhow!("no pub/sub client of this process in CLIENT LIST"))
 }
