@@ -157,11 +157,6 @@ impl EventNotifier {
     fn subscribe(&self, order_id: &str) -> Subscription {
         Watchers::subscribe(&self.watchers, order_id)
     }
-
-    /// How many sagas this replica's watchers follow (for tests and metrics).
-    pub fn watched_sagas(&self) -> usize {
-        self.watchers.0.lock().map(|map| map.len()).unwrap_or_default()
-    }
 }
 
 /// One watcher's registration; leaves the map with its last watcher.
