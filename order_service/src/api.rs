@@ -190,7 +190,9 @@ impl OrderService for OrderApi {
     async fn watch_order(&self, request: Request<WatchOrderRequest>) -> Result<Response<EventStream>, Status> {
         let order_id = validation::order_id("order_id", &request.get_ref().order_id)?;
         let after = validation::event_id("after_event_id", &request.get_ref().after_event_id)?;
-        self.load(&order_id).await?;
+        // NOT_FOUND now rather than an empty stream; and the stream need not load
+        // the saga again when it first catches up.
+        let active = self.load(&order_id).await?.status.is_active();
         let permit = self
             .watchers
             .clone()
@@ -204,7 +206,7 @@ impl OrderService for OrderApi {
         tokio::spawn(async move {
             let _permit = permit;
             let result = tokio::select! {
-                result = stream_events(&store, &notifier, recheck, &order_id, after, &tx) => result,
+                result = stream_events(&store, &notifier, recheck, &order_id, after, active, &tx) => result,
                 _ = shutdown.cancelled() => {
                     Err(Status::unavailable("order_service is shutting down; resume the watch with after_event_id"))
                 }

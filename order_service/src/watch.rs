@@ -234,12 +234,14 @@ async fn send_events(order_id: &str, events: &[StoredEvent], after: &mut Option<
 /// can serve any watcher: all of it is in Redis. Without a wake-up, the stream and
 /// the saga's state are read again after `recheck`: that bounds the delay after a
 /// lost notification, and ends the stream of a saga that was parked.
+/// `active`: whether the saga was running when the caller loaded it (just before).
 pub async fn stream_events(
     store: &SagaStore,
     notifier: &EventNotifier,
     recheck: Duration,
     order_id: &str,
     mut after: Option<String>,
+    active: bool,
     tx: &EventSender,
 ) -> Result<(), Status> {
     let unavailable = |e: saga::store::StoreError| Status::unavailable(format!("event stream interrupted: {e}"));
@@ -247,6 +249,9 @@ pub async fn stream_events(
     // The saga's state is checked when the replay first catches up and after a
     // quiet `recheck`; a wake-up means new events, which the stream itself tells.
     let mut check_state = true;
+    // The caller's load serves the first check: a saga that settled since then
+    // has its terminal event in the replay that follows.
+    let mut loaded_active = Some(active);
     loop {
         subscription.mark_seen();
         let events = store.events_after(order_id, after.as_deref(), REPLAY_BATCH).await.map_err(unavailable)?;
@@ -260,8 +265,14 @@ pub async fn stream_events(
             // A settled saga wrote its terminal event with its state: if the replay
             // did not end on one, the client resumed after it (or the saga is
             // parked), and there is nothing more to send.
-            let saga = store.load::<OrderData>(order_id).await.map_err(unavailable)?;
-            if saga.is_none_or(|s| !s.status.is_active()) {
+            let active = match loaded_active.take() {
+                Some(active) => active,
+                None => {
+                    let saga = store.load::<OrderData>(order_id).await.map_err(unavailable)?;
+                    saga.is_some_and(|s| s.status.is_active())
+                }
+            };
+            if !active {
                 let newer = store.events_after(order_id, after.as_deref(), 1).await.map_err(unavailable)?;
                 if newer.is_empty() {
                     return Ok(());
