@@ -74,6 +74,15 @@ async fn get(client: &mut OrderServiceClient<Channel>, order_id: &str) -> proto:
         .expect("order")
 }
 
+fn suspended() -> consumer::VerifyConsumerReply {
+    consumer::VerifyConsumerReply {
+        outcome: Some(consumer::verify_consumer_reply::Outcome::Failure(proto::common::v1::Failure::business(
+            "CONSUMER_SUSPENDED",
+            "consumer 2 is suspended",
+        ))),
+    }
+}
+
 fn verified() -> consumer::VerifyConsumerReply {
     consumer::VerifyConsumerReply {
         outcome: Some(consumer::verify_consumer_reply::Outcome::Success(consumer::ConsumerVerified { consumer_id: 1 })),
@@ -253,13 +262,7 @@ async fn watch_replays_from_the_start_or_resumes_after_an_event() {
     let mut app = spawn(&env, |_| {}).await;
     let order_id = app.client.create_order(order(2, "")).await.expect("create").into_inner().order_id;
     let (command, _) = env.take_command(CONSUMER_QUEUE, WAIT).await.expect("VerifyConsumer");
-    let suspended = consumer::VerifyConsumerReply {
-        outcome: Some(consumer::verify_consumer_reply::Outcome::Failure(proto::common::v1::Failure::business(
-            "CONSUMER_SUSPENDED",
-            "consumer 2 is suspended",
-        ))),
-    };
-    env.reply(&command, &suspended).await.expect("reply");
+    env.reply(&command, &suspended()).await.expect("reply");
 
     let all = watch_all(&mut app.client, &order_id, "", WAIT).await;
     let kinds: Vec<i32> = all.iter().map(|e| e.r#type).collect();
@@ -514,19 +517,10 @@ async fn a_live_watch_is_woken_by_the_save_not_by_rereading() {
         .expect("watch")
         .into_inner();
     let mut next = async || tokio::time::timeout(WAIT, stream.message()).await.expect("an event in time").expect("ok");
-    let mut kinds = Vec::new();
-    while kinds.last() != Some(&(SagaEventType::CommandSent as i32)) {
-        kinds.push(next().await.expect("replayed event").r#type);
-    }
+    while next().await.expect("replayed event").r#type != SagaEventType::CommandSent as i32 {}
     // The stream has caught up and waits. The reply's save must wake it.
     let (command, _) = env.take_command(CONSUMER_QUEUE, WAIT).await.expect("VerifyConsumer");
-    let suspended = consumer::VerifyConsumerReply {
-        outcome: Some(consumer::verify_consumer_reply::Outcome::Failure(proto::common::v1::Failure::business(
-            "CONSUMER_SUSPENDED",
-            "consumer 2 is suspended",
-        ))),
-    };
-    env.reply(&command, &suspended).await.expect("reply");
+    env.reply(&command, &suspended()).await.expect("reply");
     let failed = next().await.expect("live event");
     assert_eq!((failed.r#type, failed.code.as_str()), (SagaEventType::StepFailed as i32, "CONSUMER_SUSPENDED"));
     let end = next().await.expect("terminal event");
