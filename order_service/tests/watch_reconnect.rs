@@ -3,7 +3,10 @@
 //! the watcher is woken by the next save, not by its periodic recheck.
 //!
 //! Like the chaos runner, it kills only what it has proven to be its own: the
-//! pub/sub client whose address is a socket of this test process (`ss`).
+//! pub/sub client whose address is a socket of this test process (`ss`). That is
+//! why it is a test binary of its own: in `orchestrator.rs` the tests run side by
+//! side in one process, each with its replica's subscription, and the sockets
+//! would not tell them apart.
 
 use std::time::Duration;
 
@@ -36,7 +39,7 @@ async fn a_watch_is_still_woken_by_saves_after_its_subscription_connection_is_ki
     let service = order_service::run(settings, shutdown.clone()).await.expect("order_service starts");
     wait_serving(service.grpc_addr, WAIT).await.expect("serving");
     let mut client = OrderServiceClient::new(grpc_channel(service.grpc_addr).await.expect("channel"));
-    let channel = format!("{}sagas:events", env.namespace.key_prefix("order"));
+    let channel = saga::store::SagaStore::new(env.redis.clone(), env.namespace.key_prefix("order")).events_channel();
     let mut redis = env.redis.clone();
     let subscribers = async |redis: &mut redis::aio::ConnectionManager| -> anyhow::Result<i64> {
         let (_, n): (String, i64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(redis).await?;
