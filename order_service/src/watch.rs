@@ -61,34 +61,30 @@ struct Watched {
 }
 
 impl Watchers {
+    /// The map, also after a panic elsewhere poisoned the lock: no critical
+    /// section here leaves it half-changed.
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watched>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn subscribe(this: &Arc<Self>, order_id: &str) -> Subscription {
-        let receiver = match this.0.lock() {
-            Ok(mut map) => {
-                let watched = map
-                    .entry(order_id.to_owned())
-                    .or_insert_with(|| Watched { wakeups: watch::channel(0).0, watchers: 0 });
-                watched.watchers += 1;
-                Some(watched.wakeups.subscribe())
-            }
-            // A poisoned map (a panic elsewhere): this watcher falls back to rechecking.
-            Err(_) => None,
-        };
+        let mut map = this.map();
+        let watched =
+            map.entry(order_id.to_owned()).or_insert_with(|| Watched { wakeups: watch::channel(0).0, watchers: 0 });
+        watched.watchers += 1;
+        let receiver = watched.wakeups.subscribe();
         Subscription { watchers: this.clone(), order_id: order_id.to_owned(), receiver }
     }
 
     fn wake(&self, order_id: &str) {
-        if let Ok(map) = self.0.lock()
-            && let Some(watched) = map.get(order_id)
-        {
+        if let Some(watched) = self.map().get(order_id) {
             watched.wakeups.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
     fn wake_all(&self) {
-        if let Ok(map) = self.0.lock() {
-            for watched in map.values() {
-                watched.wakeups.send_modify(|n| *n = n.wrapping_add(1));
-            }
+        for watched in self.map().values() {
+            watched.wakeups.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -163,36 +159,27 @@ impl EventNotifier {
 struct Subscription {
     watchers: Arc<Watchers>,
     order_id: String,
-    receiver: Option<watch::Receiver<u64>>,
+    receiver: watch::Receiver<u64>,
 }
 
 impl Subscription {
     /// Marks every wake-up so far as seen: call before reading the stream, so a
     /// save that lands during the read wakes the next wait.
     fn mark_seen(&mut self) {
-        if let Some(receiver) = &mut self.receiver {
-            receiver.borrow_and_update();
-        }
+        self.receiver.borrow_and_update();
     }
 
     /// Waits for a wake-up after the last `mark_seen`; `false` after `recheck`
     /// without one.
     async fn woken(&mut self, recheck: Duration) -> bool {
-        match &mut self.receiver {
-            Some(receiver) => matches!(tokio::time::timeout(recheck, receiver.changed()).await, Ok(Ok(()))),
-            None => {
-                tokio::time::sleep(recheck).await;
-                false
-            }
-        }
+        matches!(tokio::time::timeout(recheck, self.receiver.changed()).await, Ok(Ok(())))
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.watchers.0.lock()
-            && let Some(watched) = map.get_mut(&self.order_id)
-        {
+        let mut map = self.watchers.map();
+        if let Some(watched) = map.get_mut(&self.order_id) {
             watched.watchers -= 1;
             if watched.watchers == 0 {
                 map.remove(&self.order_id);
@@ -312,7 +299,7 @@ mod tests {
             s.mark_seen();
         }
         watchers.on_push(message("a"));
-        let changed = |s: &Subscription| s.receiver.as_ref().is_some_and(|r| r.has_changed().unwrap_or(false));
+        let changed = |s: &Subscription| s.receiver.has_changed().unwrap_or(false);
         assert!(changed(&a1) && changed(&a2), "both watchers of `a` are woken");
         assert!(!changed(&b), "`b` is not");
         // A wake-up that came before `mark_seen` does not count again.
@@ -333,9 +320,9 @@ mod tests {
         assert!(a.woken(recheck).await && b.woken(recheck).await, "after a disconnection every watcher reads again");
         let second_a = subscribe("a");
         drop(a);
-        assert_eq!(watchers.0.lock().expect("lock").len(), 2, "`a` still has a watcher");
+        assert_eq!(watchers.map().len(), 2, "`a` still has a watcher");
         drop(second_a);
         drop(b);
-        assert!(watchers.0.lock().expect("lock").is_empty());
+        assert!(watchers.map().is_empty());
     }
 }
