@@ -3,12 +3,14 @@
 //!
 //! The decision a reader must know: a watcher does not block a Redis connection of
 //! its own on its saga's stream. Every save that stores events publishes the saga's
-//! id on one channel per namespace ([`saga::store::SagaStore::events_channel`]);
-//! each replica holds one subscribed connection ([`EventNotifier`]) and wakes the
-//! watchers of that id, which then read the new events with `XRANGE` on the shared
-//! connection. Pub/sub is at most once, so the stream stays the truth: a watcher
-//! reads it again after any wake-up, after the subscription reconnects, and after
-//! every quiet `recheck` (`WATCH_RECHECK_MS`).
+//! id and those events on one channel per namespace
+//! ([`saga::store::SagaStore::events_channel`], [`EventsNotice`]); each replica
+//! holds one subscribed connection ([`EventNotifier`]) and hands each notice to the
+//! watchers of that saga, which send its events on when they follow the last event
+//! the watcher sent. Pub/sub is at most once, so the stream stays the truth: a
+//! watcher reads it (`XRANGE`, on the shared connection) when it starts, when a
+//! notice does not follow what it has sent, after the subscription reconnects, and
+//! after every quiet `recheck` (`WATCH_RECHECK_MS`).
 
 use std::{
     collections::HashMap,
@@ -21,7 +23,7 @@ use redis::{
     PushInfo, PushKind,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
-use saga::store::{SagaStore, StoredEvent};
+use saga::store::{EventsNotice, SagaStore, StoredEvent, stream_id_cmp};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -54,9 +56,15 @@ pub struct EventNotifier {
 #[derive(Default)]
 struct Watchers(Mutex<HashMap<String, Watched>>);
 
-/// The wake-up counter of one saga's watchers on this replica.
+/// The latest notice for one saga's watchers on this replica: `None` means "read
+/// the stream" (a wake-up without events, e.g. after a reconnect).
+type Wake = Option<Arc<EventsNotice>>;
+
+/// One saga's watchers on this replica. A `watch` channel keeps only the latest
+/// notice: a watcher that was busy while two arrived sees that the latest does not
+/// follow what it sent, and reads the stream.
 struct Watched {
-    wakeups: watch::Sender<u64>,
+    wakeups: watch::Sender<Wake>,
     watchers: usize,
 }
 
@@ -70,30 +78,40 @@ impl Watchers {
     fn subscribe(this: &Arc<Self>, order_id: &str) -> Subscription {
         let mut map = this.map();
         let watched =
-            map.entry(order_id.to_owned()).or_insert_with(|| Watched { wakeups: watch::channel(0).0, watchers: 0 });
+            map.entry(order_id.to_owned()).or_insert_with(|| Watched { wakeups: watch::channel(None).0, watchers: 0 });
         watched.watchers += 1;
         let receiver = watched.wakeups.subscribe();
         Subscription { watchers: this.clone(), order_id: order_id.to_owned(), receiver }
     }
 
-    fn wake(&self, order_id: &str) {
-        if let Some(watched) = self.map().get(order_id) {
-            watched.wakeups.send_modify(|n| *n = n.wrapping_add(1));
-        }
+    /// Hands a message of the events channel to the watchers of its saga; the
+    /// events are parsed only when this replica has some.
+    fn notify(&self, message: &str) {
+        let (order_id, notice) = EventsNotice::split(message);
+        let map = self.map();
+        let Some(watched) = map.get(order_id) else { return };
+        let notice = notice.and_then(|json| match EventsNotice::parse(json) {
+            Ok(notice) => Some(Arc::new(notice)),
+            Err(error) => {
+                tracing::debug!(order_id, %error, "saga event notice does not parse; the watchers read the stream");
+                None
+            }
+        });
+        watched.wakeups.send_replace(notice);
     }
 
     fn wake_all(&self) {
         for watched in self.map().values() {
-            watched.wakeups.send_modify(|n| *n = n.wrapping_add(1));
+            watched.wakeups.send_replace(None);
         }
     }
 
     fn on_push(&self, push: PushInfo) {
         match push.kind {
             PushKind::Message => {
-                // [channel, message]: the message is the saga id.
-                if let Some(id) = push.data.get(1).and_then(|v| redis::from_redis_value_ref::<String>(v).ok()) {
-                    self.wake(&id);
+                // [channel, message]: the message is the saga id and its new events.
+                if let Some(message) = push.data.get(1).and_then(|v| redis::from_redis_value_ref::<String>(v).ok()) {
+                    self.notify(&message);
                 }
             }
             // Messages published while the connection was down are lost: everyone
@@ -159,7 +177,7 @@ impl EventNotifier {
 struct Subscription {
     watchers: Arc<Watchers>,
     order_id: String,
-    receiver: watch::Receiver<u64>,
+    receiver: watch::Receiver<Wake>,
 }
 
 impl Subscription {
@@ -169,10 +187,13 @@ impl Subscription {
         self.receiver.borrow_and_update();
     }
 
-    /// Waits for a wake-up after the last `mark_seen`; `false` after `recheck`
-    /// without one.
-    async fn woken(&mut self, recheck: Duration) -> bool {
-        matches!(tokio::time::timeout(recheck, self.receiver.changed()).await, Ok(Ok(())))
+    /// Waits for a wake-up after the last `mark_seen` (and marks it seen), with
+    /// the latest notice if it carried one; `None` after `recheck` without one.
+    async fn woken(&mut self, recheck: Duration) -> Option<Wake> {
+        match tokio::time::timeout(recheck, self.receiver.changed()).await {
+            Ok(Ok(())) => Some(self.receiver.borrow_and_update().clone()),
+            _ => None,
+        }
     }
 }
 
@@ -184,6 +205,31 @@ impl Drop for Subscription {
             if watched.watchers == 0 {
                 map.remove(&self.order_id);
             }
+        }
+    }
+}
+
+/// What a notice is to a watcher that has sent the stream up to `after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    /// Its events come right after `after`: send them.
+    Next,
+    /// Its events were sent already (read from the stream just before it came).
+    Seen,
+    /// Something is missing between `after` and its events: read the stream.
+    Gap,
+}
+
+impl Fit {
+    fn of(notice: &EventsNotice, after: Option<&str>) -> Self {
+        if notice.prev == after.unwrap_or("") {
+            Self::Next
+        } else if let (Some(last), Some(after)) = (notice.last_id(), after)
+            && stream_id_cmp(last, after).is_le()
+        {
+            Self::Seen
+        } else {
+            Self::Gap
         }
     }
 }
@@ -239,13 +285,25 @@ pub async fn stream_events(
     // The caller's load serves the first check: a saga that settled since then
     // has its terminal event in the replay that follows.
     let mut loaded_active = Some(active);
+    // The notice that woke this watcher, if the wake-up carried one.
+    let mut notice: Wake = None;
     loop {
-        subscription.mark_seen();
-        let events = store.events_after(order_id, after.as_deref(), REPLAY_BATCH).await.map_err(unavailable)?;
-        match send_events(order_id, &events, &mut after, tx).await {
+        let notified = notice.take();
+        let read;
+        // `full`: a whole replay batch was read, so more may be stored.
+        let (events, full) = match notified.as_deref().map(|n| (n, Fit::of(n, after.as_deref()))) {
+            Some((n, Fit::Next)) => (n.events.as_slice(), false),
+            Some((_, Fit::Seen)) => (&[][..], false),
+            Some((_, Fit::Gap)) | None => {
+                subscription.mark_seen();
+                read = store.events_after(order_id, after.as_deref(), REPLAY_BATCH).await.map_err(unavailable)?;
+                (read.as_slice(), read.len() == REPLAY_BATCH)
+            }
+        };
+        match send_events(order_id, events, &mut after, tx).await {
             Sent::Closed => return Ok(()),
-            Sent::Terminal if events.len() < REPLAY_BATCH => return Ok(()),
-            _ if events.len() == REPLAY_BATCH => continue,
+            Sent::Terminal if !full => return Ok(()),
+            _ if full => continue,
             _ => {}
         }
         if check_state {
@@ -268,7 +326,13 @@ pub async fn stream_events(
             }
         }
         check_state = tokio::select! {
-            woken = subscription.woken(recheck) => !woken,
+            woken = subscription.woken(recheck) => match woken {
+                Some(wake) => {
+                    notice = wake;
+                    false
+                }
+                None => true,
+            },
             _ = tx.closed() => return Ok(()),
         };
     }
@@ -307,6 +371,63 @@ mod tests {
         assert!(!changed(&a1));
     }
 
+    fn notice_message(id: &str, prev: &str, ids: &[&str]) -> PushInfo {
+        let events: Vec<Vec<&str>> =
+            ids.iter().map(|_| vec!["kind", "STEP_SUCCEEDED", "step", "CREATE_TICKET"]).collect();
+        let json = serde_json::json!({ "prev": prev, "ids": ids, "events": events });
+        PushInfo {
+            kind: PushKind::Message,
+            data: vec![
+                redis::Value::BulkString(b"ns:order:sagas:events".to_vec()),
+                redis::Value::BulkString(format!("{id}\n{json}").into_bytes()),
+            ],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_notice_hands_its_events_to_the_watchers_of_its_saga() {
+        let watchers = Arc::new(Watchers::default());
+        let mut a = Watchers::subscribe(&watchers, "a");
+        a.mark_seen();
+        watchers.on_push(notice_message("a", "5-0", &["6-0", "6-1"]));
+        let notice = a.woken(Duration::from_secs(3600)).await.flatten().expect("a notice with events");
+        assert_eq!(notice.prev, "5-0");
+        let ids: Vec<&str> = notice.events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["6-0", "6-1"]);
+        assert_eq!(notice.events[1].field("step"), "CREATE_TICKET");
+    }
+
+    #[tokio::test]
+    async fn a_notice_that_does_not_parse_still_wakes_the_watcher_to_read_the_stream() {
+        let watchers = Arc::new(Watchers::default());
+        let mut a = Watchers::subscribe(&watchers, "a");
+        a.mark_seen();
+        watchers.on_push(PushInfo {
+            kind: PushKind::Message,
+            data: vec![redis::Value::BulkString(b"ch".to_vec()), redis::Value::BulkString(b"a\n{not json".to_vec())],
+        });
+        assert_eq!(a.woken(Duration::from_secs(3600)).await, Some(None));
+    }
+
+    #[test]
+    fn a_notice_is_sent_on_only_when_it_follows_what_the_watcher_sent() {
+        let notice = |prev: &str, ids: &[&str]| EventsNotice {
+            prev: prev.into(),
+            events: ids.iter().map(|id| StoredEvent { id: (*id).into(), fields: HashMap::new() }).collect(),
+        };
+        assert_eq!(Fit::of(&notice("7-0", &["9-0"]), Some("7-0")), Fit::Next);
+        assert_eq!(Fit::of(&notice("", &["1-0", "1-1"]), None), Fit::Next, "a saga's first events");
+        // The replay read these already: nothing to send, nothing to read.
+        assert_eq!(Fit::of(&notice("7-0", &["9-0"]), Some("9-0")), Fit::Seen);
+        assert_eq!(Fit::of(&notice("7-0", &["9-0"]), Some("10-0")), Fit::Seen);
+        // A notice in between was lost (or kept only the latest): read the stream.
+        assert_eq!(Fit::of(&notice("8-0", &["9-0"]), Some("7-0")), Fit::Gap);
+        // Saved before notices named the previous event.
+        assert_eq!(Fit::of(&notice("", &["9-0"]), Some("7-0")), Fit::Gap);
+        // Ids compare as numbers, not strings.
+        assert_eq!(Fit::of(&notice("1-0", &["10-0"]), Some("9-0")), Fit::Gap);
+    }
+
     #[tokio::test]
     async fn a_disconnection_wakes_everyone_and_the_last_watcher_leaves_the_map() {
         let watchers = Arc::new(Watchers::default());
@@ -317,7 +438,8 @@ mod tests {
         b.mark_seen();
         watchers.on_push(PushInfo { kind: PushKind::Disconnection, data: vec![] });
         let recheck = Duration::from_secs(3600);
-        assert!(a.woken(recheck).await && b.woken(recheck).await, "after a disconnection every watcher reads again");
+        assert_eq!(a.woken(recheck).await, Some(None), "after a disconnection every watcher reads the stream");
+        assert_eq!(b.woken(recheck).await, Some(None));
         let second_a = subscribe("a");
         drop(a);
         assert_eq!(watchers.map().len(), 2, "`a` still has a watcher");

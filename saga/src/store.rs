@@ -2,13 +2,13 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{p}saga:{<id>}` | hash | `v` version, `s` state (JSON), `label` (e.g. the order state) |
+//! | `{p}saga:{<id>}` | hash | `v` version, `s` state (JSON), `label` (e.g. the order state), `e` the id of its last event |
 //! | `{p}saga:{<id>}:events` | stream | one entry per event; watchers replay and tail it |
 //! | `{p}sagas:wake` | sorted set | saga id by the time the sweeper must look at it |
 //! | `{p}sagas:unfinished` | sorted set | running, compensating or parked sagas by creation time (stuck = unfinished too long) |
 //! | `{p}sagas:all`, `{p}sagas:label:<label>` | sorted sets | ids for listing (UUIDv7 ids sort by time) |
 //! | `{p}sagas:finished` | sorted set | finished sagas by the time they finished: what [`SagaStore::prune`] deletes after the retention |
-//! | `{p}sagas:events` | pub/sub channel | the id of every saga that just stored events ([`SagaStore::events_channel`]): watchers wake on it instead of each blocking a connection on its stream |
+//! | `{p}sagas:events` | pub/sub channel | every save that stores events publishes the saga's id and those events ([`EventsNotice`]): watchers follow it instead of each blocking a connection on its stream |
 //!
 //! A finished saga is kept for a retention period, then [`SagaStore::prune`] deletes
 //! its hash, its event stream, its index entries and the key that pointed at it
@@ -69,19 +69,100 @@ impl StoredEvent {
     }
 }
 
+/// What a save that stored events publishes on [`SagaStore::events_channel`]:
+/// `<saga id>\n<JSON>`, the JSON holding the new events with their stream ids and
+/// the id of the entry before them.
+///
+/// The decision a reader must know: `prev` lets a watcher that has seen the stream
+/// up to some id take these events as they are only when they follow that id
+/// directly; otherwise (a lost message, a watcher that joined between two saves, a
+/// saga saved before notices carried events) it reads the stream. Pub/sub is at
+/// most once; the stream stays the truth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsNotice {
+    /// The stream id of the event before these; empty when the saga had none (or
+    /// none recorded: it was saved before the last id was kept).
+    pub prev: String,
+    pub events: Vec<StoredEvent>,
+}
+
+/// The JSON part of a notice, as the save script writes it.
+#[derive(serde::Deserialize)]
+struct NoticeJson {
+    prev: String,
+    ids: Vec<String>,
+    events: Vec<Vec<String>>,
+}
+
+impl EventsNotice {
+    /// Splits a message of the events channel into the saga's id and the notice,
+    /// still unparsed: a replica parses only the notices of sagas it has watchers
+    /// of. A message of only an id (from a replica older than notices) has none.
+    pub fn split(message: &str) -> (&str, Option<&str>) {
+        match message.split_once('\n') {
+            Some((id, notice)) => (id, Some(notice)),
+            None => (message, None),
+        }
+    }
+
+    /// Parses the JSON part of a message ([`Self::split`]).
+    pub fn parse(json: &str) -> Result<Self, serde_json::Error> {
+        let notice: NoticeJson = serde_json::from_str(json)?;
+        let events = notice
+            .ids
+            .into_iter()
+            .zip(notice.events)
+            .map(|(id, flat)| {
+                let mut pairs = flat.into_iter();
+                let mut fields = HashMap::new();
+                while let (Some(field), Some(value)) = (pairs.next(), pairs.next()) {
+                    fields.insert(field, value);
+                }
+                StoredEvent { id, fields }
+            })
+            .collect();
+        Ok(Self { prev: notice.prev, events })
+    }
+
+    /// The stream id of the last event in the notice.
+    pub fn last_id(&self) -> Option<&str> {
+        self.events.last().map(|e| e.id.as_str())
+    }
+}
+
+/// Orders two stream entry ids (`<ms>-<seq>`) as Redis does; an id that does not
+/// parse sorts first.
+pub fn stream_id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parts(id: &str) -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    }
+    parts(a).cmp(&parts(b))
+}
+
 const SAVE: &str = r#"
 -- KEYS: 1 state, 2 events, 3 wake, 4 active, 5 all, 6 old label index, 7 new label index, 8 finished
 -- ARGV: 1 expected version (0: create), 2 state json, 3 wake-at ms or '', 4 saga id,
 --       5 created-at ms, 6 unfinished '1'/'0', 7 events (JSON array of flat field lists), 8 label,
 --       9 updated-at ms, 10 linked key or '', 11 events channel
-local current = redis.call('HGET', KEYS[1], 'v')
+local stored = redis.call('HMGET', KEYS[1], 'v', 'e')
+local current = stored[1]
 if ARGV[1] == '0' then
   if current then return -1 end
 elseif current ~= ARGV[1] then
   return 0
 end
 local version = (tonumber(current) or 0) + 1
-redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2], 'label', ARGV[8])
+local events = cjson.decode(ARGV[7])
+local ids = {}
+for i, fields in ipairs(events) do
+  ids[i] = redis.call('XADD', KEYS[2], '*', unpack(fields))
+end
+if #ids > 0 then
+  redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2], 'label', ARGV[8], 'e', ids[#ids])
+else
+  redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2], 'label', ARGV[8])
+end
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'linked', ARGV[10]) end
 if ARGV[3] == '' then
   redis.call('ZREM', KEYS[3], ARGV[4])
@@ -101,11 +182,14 @@ if KEYS[6] ~= KEYS[7] or ARGV[1] == '0' then
   redis.call('ZREM', KEYS[6], ARGV[4])
   redis.call('ZADD', KEYS[7], 0, ARGV[4])
 end
-local events = cjson.decode(ARGV[7])
-for _, fields in ipairs(events) do
-  redis.call('XADD', KEYS[2], '*', unpack(fields))
+if #ids > 0 then
+  -- "<saga id>\n<JSON>": the events themselves, so a watcher needs no read of the
+  -- stream, and the id of the entry before them, so it can tell it missed none.
+  -- The events are ARGV[7] as it came: no second encoding.
+  local prev = stored[2] or ''
+  redis.call('PUBLISH', ARGV[11], ARGV[4] .. '\n{"prev":' .. cjson.encode(prev) ..
+    ',"ids":' .. cjson.encode(ids) .. ',"events":' .. ARGV[7] .. '}')
 end
-if #events > 0 then redis.call('PUBLISH', ARGV[11], ARGV[4]) end
 return version
 "#;
 
@@ -327,8 +411,9 @@ impl SagaStore {
     }
 
     /// The pub/sub channel on which every save that stores events publishes the
-    /// saga's id. At most once: a watcher that may have missed a message (its
-    /// connection dropped) reads the stream again rather than trusting the channel.
+    /// saga's id and the events ([`EventsNotice`]). At most once: a watcher that may
+    /// have missed a message (its connection dropped, or the notice does not follow
+    /// what it has seen) reads the stream again rather than trusting the channel.
     pub fn events_channel(&self) -> String {
         format!("{}sagas:events", self.prefix)
     }

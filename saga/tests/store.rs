@@ -7,7 +7,7 @@ use std::time::Duration;
 use saga::{
     Clock, Compensation, Outcome, RetryPolicy, SagaDefinition, SagaDomain, SagaMachine, SagaState, StepDefinition,
     StepFailure, StepKind,
-    store::{SagaStore, SaveOutcome},
+    store::{EventsNotice, SagaStore, SaveOutcome},
 };
 
 struct Domain;
@@ -189,7 +189,7 @@ async fn prune_deletes_sagas_finished_before_the_cutoff_with_their_indexes_and_l
 }
 
 #[tokio::test]
-async fn a_save_that_stores_events_publishes_the_saga_id_and_one_without_events_does_not() {
+async fn a_save_that_stores_events_publishes_them_after_the_previous_one_and_one_without_events_does_not() {
     let (store, mut conn, prefix) = store().await;
     let def = definition();
     let machine = SagaMachine::new(&def, &Domain);
@@ -202,12 +202,21 @@ async fn a_save_that_stores_events_publishes_the_saga_id_and_one_without_events_
         let message = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
         message.ok().flatten().map(|m| (m.get_channel_name().to_owned(), m.get_payload::<String>().expect("payload")))
     };
+    let notice_of = |message: &str| {
+        let (id, json) = EventsNotice::split(message);
+        (id.to_owned(), EventsNotice::parse(json.expect("a notice with events")).expect("notice parses"))
+    };
 
     let id = "0190b5c2-0000-7000-8000-0000000000b1";
     let (state, t) = machine.start(id.into(), 0, Clock { now_ms: 1_000, jitter: 0.0 });
     assert!(!t.events.is_empty());
     assert_eq!(store.save(&def, &state, &t.events, None, "PENDING", None).await.expect("save"), SaveOutcome::Saved(1));
-    assert_eq!(next_message(&mut messages).await, Some((store.events_channel(), id.to_owned())));
+    let (channel, message) = next_message(&mut messages).await.expect("a message");
+    assert_eq!(channel, store.events_channel());
+    let (saga, first) = notice_of(&message);
+    assert_eq!(saga, id);
+    assert_eq!(first.prev, "", "the saga's first events follow nothing");
+    assert_eq!(first.events, store.events_after(id, None, 100).await.expect("events"), "the stream's entries");
 
     // Saved again with no events (the sweeper's re-index): nothing to wake anyone for.
     let stored: SagaState<u32> = store.load(id).await.expect("load").expect("exists");
@@ -215,13 +224,18 @@ async fn a_save_that_stores_events_publishes_the_saga_id_and_one_without_events_
         store.save(&def, &stored, &[], Some("PENDING"), "PENDING", None).await.expect("save"),
         SaveOutcome::Saved(2)
     );
-    let other = "0190b5c2-0000-7000-8000-0000000000b2";
-    let (state, t) = machine.start(other.into(), 0, Clock { now_ms: 1_000, jitter: 0.0 });
-    store.save(&def, &state, &t.events, None, "PENDING", None).await.expect("save");
+    let mut stored: SagaState<u32> = store.load(id).await.expect("load").expect("exists");
+    let command = stored.pending.clone().expect("awaits RESERVE").message_id;
+    let t = machine
+        .on_reply(&mut stored, &command, Outcome::Success(()), Clock { now_ms: 1_050, jitter: 0.0 })
+        .expect("applies");
+    store.save(&def, &stored, &t.events, Some("PENDING"), "PENDING", None).await.expect("save");
+    let (_, second) = notice_of(&next_message(&mut messages).await.expect("a message").1);
     assert_eq!(
-        next_message(&mut messages).await.map(|(_, id)| id),
-        Some(other.to_owned()),
-        "the next message is the other saga's: the save without events published nothing"
+        Some(second.prev.as_str()),
+        first.last_id(),
+        "the next message is this save's: it follows the first events, and the save without events published nothing"
     );
+    assert_eq!(second.events, store.events_after(id, first.last_id(), 100).await.expect("events"));
     cleanup(&mut conn, &prefix).await;
 }
