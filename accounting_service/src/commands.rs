@@ -37,7 +37,7 @@ impl AccountingCommands {
         check_order_id(&command.order_id)?;
         let account = self.store.account(command.consumer_id).await.map_err(transient)?;
         let stored =
-            match domain::check_authorization(command.consumer_id, account.as_ref(), command.amount.as_ref()) {
+            match domain::check_authorization(command.consumer_id, account.as_deref(), command.amount.as_ref()) {
                 Err(refusal) => self.store.record_outcome(message_id, &AuthorizeOutcome::from(refusal)).await,
                 Ok(amount_minor) => {
                     let new = NewAuthorization {

@@ -28,7 +28,7 @@ impl AccountingReads {
         if consumer_id <= 0 {
             return Err(ReadError::InvalidArgument { field: "consumer_id", reason: "must be 1 or more".into() });
         }
-        let account = self.store.account(consumer_id).await?;
+        let account = self.store.account_now(consumer_id).await?;
         account.map(Account::from).ok_or_else(|| ReadError::NotFound(format!("consumer {consumer_id} has no account")))
     }
 

@@ -22,16 +22,19 @@
 //! authorization in force instead of making another one.
 //!
 //! Accounts come from `fixtures/accounts.json` (or `FIXTURES_PATH`), written to
-//! Redis at every start. The credit limit is the largest amount ONE authorization
-//! may take: the demo does not model settlement, so authorizations never use up
-//! the limit and repeated demo orders keep working. Consumer 3's limit is 20.00,
-//! which makes the "card declined" demo.
+//! Redis at every start; AuthorizeCard reads them through an in-memory cache that
+//! keeps each record for `FIXTURE_CACHE_MS` (default 1 s). The credit limit is the
+//! largest amount ONE authorization may take: the demo does not model settlement,
+//! so authorizations never use up the limit and repeated demo orders keep working.
+//! Consumer 3's limit is 20.00, which makes the "card declined" demo.
 #![forbid(unsafe_code)]
 
 pub mod commands;
 pub mod domain;
 pub mod grpc;
 pub mod store;
+
+use std::time::Duration;
 
 use proto::accounting::v1::accounting_service_server::{self, AccountingServiceServer};
 use service_kit::{
@@ -76,20 +79,30 @@ pub struct Settings {
     pub common: CommonSettings,
     /// The accounts written to Redis at start.
     pub fixtures: Fixtures,
+    /// `FIXTURE_CACHE_MS`: how long an account read for a command is reused; zero
+    /// reads Redis for every command.
+    pub fixture_cache_ttl: Duration,
 }
 
 impl Settings {
-    /// `common` with the built-in fixtures (what tests and embedders use).
+    /// `common` with the built-in fixtures and the default fixture cache (what
+    /// tests and embedders use).
     pub fn new(common: CommonSettings) -> Result<Self, Error> {
-        Ok(Self { common, fixtures: Fixtures::builtin().map_err(Error::Fixtures)? })
+        Ok(Self {
+            common,
+            fixtures: Fixtures::builtin().map_err(Error::Fixtures)?,
+            fixture_cache_ttl: participant::DEFAULT_FIXTURE_CACHE_TTL,
+        })
     }
 
-    /// The common settings (default port 50054) and the fixtures from
-    /// `FIXTURES_PATH`, or the built-in `fixtures/accounts.json`.
+    /// The common settings (default port 50054), the fixtures from
+    /// `FIXTURES_PATH` (or the built-in `fixtures/accounts.json`) and
+    /// `FIXTURE_CACHE_MS`.
     pub fn from_env() -> Result<Self, Error> {
         let common = CommonSettings::from_env(DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT)?;
         let json = participant::fixture_json_from_env(BUILTIN_FIXTURES)?;
-        Ok(Self { common, fixtures: Fixtures::parse(&json).map_err(Error::Fixtures)? })
+        let fixtures = Fixtures::parse(&json).map_err(Error::Fixtures)?;
+        Ok(Self { common, fixtures, fixture_cache_ttl: participant::fixture_cache_ttl_from_env()? })
     }
 }
 
@@ -99,7 +112,8 @@ impl Settings {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<RunningService, Error> {
     let (_client, conn) =
         service_kit::store::connect(settings.common.redis_url.expose(), &shutdown).await.map_err(ServiceError::from)?;
-    let store = AccountingStore::new(conn, Keys::new(settings.common.namespace.key_prefix(KEY_PREFIX)));
+    let keys = Keys::new(settings.common.namespace.key_prefix(KEY_PREFIX));
+    let store = AccountingStore::new(conn, keys, settings.fixture_cache_ttl);
     store.load_fixtures(&settings.fixtures.accounts).await?;
     tracing::info!(accounts = settings.fixtures.accounts.len(), "fixtures loaded");
     let routes = tonic::service::Routes::new(AccountingServiceServer::new(AccountingReads::new(store.clone())));

@@ -14,13 +14,19 @@
 //! decided in Rust is stored by the outcome script of [`service_kit::participant`].
 //! WATCH/MULTI would mean nothing on the multiplexed connection. The scripts derive
 //! the keys of an order's authorizations from its index set, so they assume a single
-//! Redis (not Cluster), like the rest of the participants.
+//! Redis (not Cluster), like the rest of the participants. The account AuthorizeCard
+//! checks comes from a [`FixtureCache`] (records change only at a replica's
+//! restart), so in steady state its script is the command's only round trip.
 
-use std::{collections::HashMap, sync::LazyLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use redis::aio::ConnectionManager;
 use serde::{Serialize, de::DeserializeOwned};
-use service_kit::participant::{self, OUTCOME_TTL, Stored};
+use service_kit::participant::{self, FixtureCache, OUTCOME_TTL, Stored};
 
 use crate::domain::{Account, Authorization, AuthorizeOutcome, VoidOutcome};
 
@@ -112,11 +118,15 @@ pub struct OrderAuthorizations {
 pub struct AccountingStore {
     conn: ConnectionManager,
     keys: Keys,
+    accounts: FixtureCache<Account>,
 }
 
 impl AccountingStore {
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
-        Self { conn, keys }
+    /// `fixture_cache_ttl`: how long an account read for a command is reused
+    /// (`FIXTURE_CACHE_MS`; zero reads Redis every time).
+    pub fn new(conn: ConnectionManager, keys: Keys, fixture_cache_ttl: Duration) -> Self {
+        let accounts = FixtureCache::new(conn.clone(), fixture_cache_ttl);
+        Self { conn, keys, accounts }
     }
 
     /// Writes the fixture accounts (overwriting those records, never an
@@ -125,8 +135,15 @@ impl AccountingStore {
         participant::write_fixtures(&self.conn, accounts.iter().map(|a| (self.keys.account(a.consumer_id), a))).await
     }
 
-    /// The account of a consumer, if there is one.
-    pub async fn account(&self, consumer_id: i64) -> Result<Option<Account>, StoreError> {
+    /// The account of a consumer, if there is one, as of at most the cache's TTL
+    /// ago: for commands, which run on every saga.
+    pub async fn account(&self, consumer_id: i64) -> Result<Option<Arc<Account>>, StoreError> {
+        Ok(self.accounts.get(self.keys.account(consumer_id)).await?)
+    }
+
+    /// The account of a consumer as Redis holds it now: for read calls, which are
+    /// rare enough to skip the cache, so they always show what Redis holds.
+    pub async fn account_now(&self, consumer_id: i64) -> Result<Option<Account>, StoreError> {
         Ok(participant::get_json(&self.conn, self.keys.account(consumer_id)).await?)
     }
 

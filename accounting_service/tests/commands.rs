@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use accounting_service::{
     COMMAND_QUEUE, GRPC_SERVICE_NAME, KEY_PREFIX, Settings,
-    domain::{ACCOUNT_NOT_FOUND, AUTHORIZATION_VOIDED, CARD_DECLINED, Fixtures, INVALID_AMOUNT},
+    domain::{ACCOUNT_NOT_FOUND, AUTHORIZATION_VOIDED, CARD_DECLINED, INVALID_AMOUNT},
     run,
     store::Keys,
 };
@@ -50,8 +50,7 @@ impl App {
 /// waits until health says SERVING (its command consumer is registered).
 async fn spawn(env: &TestEnv) -> anyhow::Result<App> {
     env.track_queue(COMMAND_QUEUE);
-    let fixtures = Fixtures::builtin().expect("built-in fixtures parse");
-    let settings = Settings { common: env.settings(), fixtures };
+    let settings = Settings::new(env.settings())?;
     let service = ServiceUnderTest::start(|token| run(settings, token), GRPC_SERVICE_NAME, WAIT).await?;
     let grpc = AccountingServiceClient::new(service.channel().await?);
     Ok(App { service, grpc })

@@ -26,7 +26,7 @@ impl ConsumerCommands {
     #[tracing::instrument(skip_all, fields(order_id = %command.order_id, consumer_id = command.consumer_id))]
     async fn verify_consumer(&self, message_id: &str, command: VerifyConsumerCommand) -> Result<Reply, CommandError> {
         let consumer = self.store.consumer(command.consumer_id).await.map_err(transient)?;
-        let decided = domain::verify(command.consumer_id, consumer.as_ref());
+        let decided = domain::verify(command.consumer_id, consumer.as_deref());
         let stored = self.store.record_outcome(message_id, &decided).await.map_err(transient)?;
         stored.log("consumer verification");
         Ok(Reply::of(&stored.outcome.into_reply()))

@@ -24,7 +24,7 @@ impl ConsumerReads {
         if consumer_id <= 0 {
             return Err(ReadError::InvalidArgument { field: "consumer_id", reason: "must be 1 or more".into() });
         }
-        let consumer = self.store.consumer(consumer_id).await?;
+        let consumer = self.store.consumer_now(consumer_id).await?;
         consumer
             .map(Consumer::from)
             .ok_or_else(|| ReadError::NotFound(format!("consumer {consumer_id} does not exist")))

@@ -17,13 +17,16 @@
 //!
 //! Consumers come from `fixtures/consumers.json` (or `FIXTURES_PATH`), written to
 //! Redis at every start: consumer 1 Alice and 3 Carol are ACTIVE, 2 Bob is
-//! SUSPENDED (the "consumer rejected" demo).
+//! SUSPENDED (the "consumer rejected" demo). Commands read them through an
+//! in-memory cache that keeps each record for `FIXTURE_CACHE_MS` (default 1 s).
 #![forbid(unsafe_code)]
 
 pub mod commands;
 pub mod domain;
 pub mod grpc;
 pub mod store;
+
+use std::time::Duration;
 
 use proto::consumer::v1::consumer_service_server::{self, ConsumerServiceServer};
 use service_kit::{
@@ -68,20 +71,30 @@ pub struct Settings {
     pub common: CommonSettings,
     /// The consumers written to Redis at start.
     pub fixtures: Fixtures,
+    /// `FIXTURE_CACHE_MS`: how long a consumer read for a command is reused; zero
+    /// reads Redis for every command.
+    pub fixture_cache_ttl: Duration,
 }
 
 impl Settings {
-    /// `common` with the built-in fixtures (what tests and embedders use).
+    /// `common` with the built-in fixtures and the default fixture cache (what
+    /// tests and embedders use).
     pub fn new(common: CommonSettings) -> Result<Self, Error> {
-        Ok(Self { common, fixtures: Fixtures::builtin().map_err(Error::Fixtures)? })
+        Ok(Self {
+            common,
+            fixtures: Fixtures::builtin().map_err(Error::Fixtures)?,
+            fixture_cache_ttl: participant::DEFAULT_FIXTURE_CACHE_TTL,
+        })
     }
 
-    /// The common settings (default port 50052) and the fixtures from
-    /// `FIXTURES_PATH`, or the built-in `fixtures/consumers.json`.
+    /// The common settings (default port 50052), the fixtures from
+    /// `FIXTURES_PATH` (or the built-in `fixtures/consumers.json`) and
+    /// `FIXTURE_CACHE_MS`.
     pub fn from_env() -> Result<Self, Error> {
         let common = CommonSettings::from_env(DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT)?;
         let json = participant::fixture_json_from_env(BUILTIN_FIXTURES)?;
-        Ok(Self { common, fixtures: Fixtures::parse(&json).map_err(Error::Fixtures)? })
+        let fixtures = Fixtures::parse(&json).map_err(Error::Fixtures)?;
+        Ok(Self { common, fixtures, fixture_cache_ttl: participant::fixture_cache_ttl_from_env()? })
     }
 }
 
@@ -91,7 +104,8 @@ impl Settings {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<RunningService, Error> {
     let (_client, conn) =
         service_kit::store::connect(settings.common.redis_url.expose(), &shutdown).await.map_err(ServiceError::from)?;
-    let store = ConsumerStore::new(conn, Keys::new(settings.common.namespace.key_prefix(KEY_PREFIX)));
+    let keys = Keys::new(settings.common.namespace.key_prefix(KEY_PREFIX));
+    let store = ConsumerStore::new(conn, keys, settings.fixture_cache_ttl);
     store.load_fixtures(&settings.fixtures.consumers).await?;
     tracing::info!(consumers = settings.fixtures.consumers.len(), "fixtures loaded");
     let routes = tonic::service::Routes::new(ConsumerServiceServer::new(ConsumerReads::new(store.clone())));

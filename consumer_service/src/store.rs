@@ -8,10 +8,14 @@
 //!
 //! Every write that answers a command goes through the outcome script of
 //! [`service_kit::participant`] (one round trip, atomic) instead of WATCH/MULTI,
-//! which means nothing on a multiplexed connection.
+//! which means nothing on a multiplexed connection. The consumer a command reads
+//! comes from a [`FixtureCache`] (records change only at a replica's restart), so
+//! in steady state that script is the command's only round trip.
+
+use std::{sync::Arc, time::Duration};
 
 use redis::aio::ConnectionManager;
-use service_kit::participant::{self, Stored};
+use service_kit::participant::{self, FixtureCache, Stored};
 
 use crate::domain::{Consumer, VerifyOutcome};
 
@@ -46,11 +50,15 @@ impl Keys {
 pub struct ConsumerStore {
     conn: ConnectionManager,
     keys: Keys,
+    consumers: FixtureCache<Consumer>,
 }
 
 impl ConsumerStore {
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
-        Self { conn, keys }
+    /// `fixture_cache_ttl`: how long a consumer read for a command is reused
+    /// (`FIXTURE_CACHE_MS`; zero reads Redis every time).
+    pub fn new(conn: ConnectionManager, keys: Keys, fixture_cache_ttl: Duration) -> Self {
+        let consumers = FixtureCache::new(conn.clone(), fixture_cache_ttl);
+        Self { conn, keys, consumers }
     }
 
     /// Writes the fixture consumers (overwriting those records, nothing else).
@@ -59,8 +67,15 @@ impl ConsumerStore {
         participant::write_fixtures(&self.conn, consumers.iter().map(|c| (self.keys.consumer(c.consumer_id), c))).await
     }
 
-    /// The consumer with this id, if there is one.
-    pub async fn consumer(&self, consumer_id: i64) -> Result<Option<Consumer>, StoreError> {
+    /// The consumer with this id, if there is one, as of at most the cache's TTL
+    /// ago: for commands, which run on every saga.
+    pub async fn consumer(&self, consumer_id: i64) -> Result<Option<Arc<Consumer>>, StoreError> {
+        self.consumers.get(self.keys.consumer(consumer_id)).await
+    }
+
+    /// The consumer with this id as Redis holds it now: for read calls, which are
+    /// rare enough to skip the cache, so they always show what Redis holds.
+    pub async fn consumer_now(&self, consumer_id: i64) -> Result<Option<Consumer>, StoreError> {
         participant::get_json(&self.conn, self.keys.consumer(consumer_id)).await
     }
 

@@ -42,7 +42,7 @@ impl App {
 /// health says SERVING (its command consumer is registered).
 async fn spawn(env: &TestEnv, fixtures: Fixtures) -> anyhow::Result<App> {
     env.track_queue(COMMAND_QUEUE);
-    let settings = Settings { common: env.settings(), fixtures };
+    let settings = Settings { fixtures, ..Settings::new(env.settings())? };
     let service = ServiceUnderTest::start(|token| run(settings, token), GRPC_SERVICE_NAME, WAIT).await?;
     let grpc = ConsumerServiceClient::new(service.channel().await?);
     Ok(App { service, grpc })

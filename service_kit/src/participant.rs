@@ -13,18 +13,34 @@
 //! - **Fixtures.** The JSON of the file named by `FIXTURES_PATH` or of the built-in
 //!   file ([`fixture_json_from_env`]), and the records written to Redis at every
 //!   start ([`write_fixtures`]). Parsing and validating them is the participant's.
+//! - **Fixture cache.** [`FixtureCache`]: the fixture record a command reads, kept
+//!   in memory for `FIXTURE_CACHE_MS` ([`fixture_cache_ttl_from_env`]) so that a
+//!   command in steady state makes one Redis round trip (its outcome script), not
+//!   two. Redis stays the truth; the TTL bounds how stale a copy can be.
 //! - **Errors.** [`StoreError`] from the Redis helpers here, [`StartError`] from a
 //!   participant's `run`, [`transient`] for a store failure in a command handler, and
 //!   [`ReadError`], which becomes a `tonic::Status` in one place.
 
-use std::{borrow::Cow, ffi::OsString, fmt, path::PathBuf, sync::LazyLock, time::Duration};
+use std::{
+    borrow::Cow,
+    ffi::OsString,
+    fmt,
+    num::NonZeroUsize,
+    path::PathBuf,
+    sync::{Arc, LazyLock, Mutex},
+    time::{Duration, Instant},
+};
 
+use lru::LruCache;
 use messaging::participant::CommandError;
 use redis::{AsyncCommands, aio::ConnectionManager};
 use serde::{Serialize, de::DeserializeOwned};
 use tonic::Status;
 
-use crate::{runtime::ServiceError, settings::SettingsError};
+use crate::{
+    runtime::ServiceError,
+    settings::{SettingsError, env_millis},
+};
 
 /// How long the outcome of a command is kept under its message id: far longer
 /// than any command can be redelivered or re-sent (commands carry deadlines).
@@ -157,6 +173,114 @@ pub async fn write_fixtures<'a, T: Serialize + 'a>(
         let () = pipe.query_async(&mut conn.clone()).await?;
     }
     Ok(())
+}
+
+/// The variable setting how long a [`FixtureCache`] keeps a record, in
+/// milliseconds; `0` reads Redis on every command.
+pub const FIXTURE_CACHE_MS_VAR: &str = "FIXTURE_CACHE_MS";
+
+/// `FIXTURE_CACHE_MS` when it is unset.
+pub const DEFAULT_FIXTURE_CACHE_TTL: Duration = Duration::from_millis(DEFAULT_FIXTURE_CACHE_MS);
+const DEFAULT_FIXTURE_CACHE_MS: u64 = 1000;
+
+/// Records one [`FixtureCache`] keeps: far more than the fixture files hold, so
+/// the bound only matters for commands naming ids that do not exist (each cached
+/// as missing), which must not grow the cache without limit.
+pub const FIXTURE_CACHE_CAPACITY: NonZeroUsize = NonZeroUsize::new(4096).expect("4096 is not zero");
+
+/// `FIXTURE_CACHE_MS` ([`DEFAULT_FIXTURE_CACHE_TTL`] when unset).
+pub fn fixture_cache_ttl_from_env() -> Result<Duration, SettingsError> {
+    env_millis(FIXTURE_CACHE_MS_VAR, DEFAULT_FIXTURE_CACHE_MS)
+}
+
+/// A read-through cache of fixture records over [`get_json`], keyed by the Redis
+/// key, so that a command in steady state makes one Redis round trip (its outcome
+/// script) instead of two.
+///
+/// Why a copy may be served: fixture records change only when a replica restarts
+/// with another fixture file and rewrites them ([`write_fixtures`]). Each entry is
+/// used for the TTL only, counted from before the read that filled it, so a record
+/// another replica rewrote is seen by every read that starts a TTL after the
+/// rewrite. Redis stays the truth: nothing is written through the cache, and a
+/// missing record is cached as `None` for the same TTL, so a record created by a
+/// restart is found within the TTL too. A Redis or JSON error is returned, never
+/// cached. A zero TTL disables the cache: every read goes to Redis.
+///
+/// Concurrent misses of one key each read Redis (no single flight): at most one
+/// extra read per key and task per TTL, not worth a wait queue. Cheap to clone:
+/// the clones share the entries.
+pub struct FixtureCache<T> {
+    conn: ConnectionManager,
+    /// `None` when the TTL is zero.
+    memory: Option<Arc<Memory<T>>>,
+}
+
+impl<T> Clone for FixtureCache<T> {
+    fn clone(&self) -> Self {
+        Self { conn: self.conn.clone(), memory: self.memory.clone() }
+    }
+}
+
+impl<T: DeserializeOwned> FixtureCache<T> {
+    /// A cache over `conn` keeping each record for `ttl` (zero: no caching), at
+    /// most [`FIXTURE_CACHE_CAPACITY`] records.
+    pub fn new(conn: ConnectionManager, ttl: Duration) -> Self {
+        Self { conn, memory: Memory::new(ttl, FIXTURE_CACHE_CAPACITY).map(Arc::new) }
+    }
+
+    /// The record at `key` (`None` if there is none): the cached copy while it is
+    /// younger than the TTL, otherwise what Redis holds now.
+    pub async fn get(&self, key: String) -> Result<Option<Arc<T>>, StoreError> {
+        let Some(memory) = &self.memory else {
+            return Ok(get_json(&self.conn, key).await?.map(Arc::new));
+        };
+        if let Some(cached) = memory.lookup(&key, Instant::now()) {
+            return Ok(cached);
+        }
+        // Stamped before the read: the copy then expires no later than a TTL after
+        // any rewrite that the read might have missed.
+        let read_at = Instant::now();
+        let record = get_json(&self.conn, key.clone()).await?.map(Arc::new);
+        memory.remember(key, record.clone(), read_at);
+        Ok(record)
+    }
+}
+
+/// The entries of a [`FixtureCache`], apart from Redis so that expiry can be
+/// tested with chosen instants.
+struct Memory<T> {
+    ttl: Duration,
+    /// A std mutex: it is held for a map operation only, never across an await.
+    entries: Mutex<LruCache<String, Entry<T>>>,
+}
+
+/// A record as read from Redis (`None`: there was none), and when the read began.
+struct Entry<T> {
+    record: Option<Arc<T>>,
+    read_at: Instant,
+}
+
+impl<T> Memory<T> {
+    /// `None` for a zero TTL: nothing would ever be fresh.
+    fn new(ttl: Duration, capacity: NonZeroUsize) -> Option<Self> {
+        (!ttl.is_zero()).then(|| Self { ttl, entries: Mutex::new(LruCache::new(capacity)) })
+    }
+
+    /// The cached record at `key` if it is younger than the TTL at `now`: `Some(None)`
+    /// is a cached miss, `None` means Redis must be read. A lock poisoned by a
+    /// panic elsewhere also means "read Redis": the cache is an optimisation only.
+    fn lookup(&self, key: &str, now: Instant) -> Option<Option<Arc<T>>> {
+        let mut entries = self.entries.lock().ok()?;
+        let entry = entries.get(key)?;
+        (now.saturating_duration_since(entry.read_at) < self.ttl).then(|| entry.record.clone())
+    }
+
+    /// Keeps `record`, read from Redis at `read_at`, replacing an older entry.
+    fn remember(&self, key: String, record: Option<Arc<T>>, read_at: Instant) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.put(key, Entry { record, read_at });
+        }
+    }
 }
 
 /// A fixture file that cannot be read.
@@ -315,6 +439,137 @@ mod tests {
         let status = Status::from(Read::Store(std::io::Error::other("bad json")));
         assert_eq!(status.code(), tonic::Code::Internal);
         assert!(!status.message().contains("bad json"), "internal details stay in the log");
+    }
+
+    #[test]
+    fn a_cached_record_is_fresh_for_the_ttl_and_stale_from_then_on() {
+        let memory = Memory::new(Duration::from_secs(1), NonZeroUsize::MIN).expect("a non-zero TTL caches");
+        let read_at = Instant::now();
+        memory.remember("k".into(), Some(Arc::new(7)), read_at);
+        assert_eq!(memory.lookup("k", read_at), Some(Some(Arc::new(7))));
+        assert_eq!(memory.lookup("k", read_at + Duration::from_millis(999)), Some(Some(Arc::new(7))));
+        assert_eq!(memory.lookup("k", read_at + Duration::from_secs(1)), None);
+        assert_eq!(memory.lookup("other", read_at), None);
+    }
+
+    #[test]
+    fn a_cached_miss_is_a_known_none_and_the_oldest_entry_goes_first() {
+        let memory = Memory::<i64>::new(Duration::from_secs(60), NonZeroUsize::MIN).expect("a non-zero TTL caches");
+        let now = Instant::now();
+        memory.remember("missing".into(), None, now);
+        assert_eq!(memory.lookup("missing", now), Some(None));
+        memory.remember("k".into(), Some(Arc::new(1)), now);
+        assert_eq!(memory.lookup("missing", now), None, "capacity 1: the older entry was evicted");
+    }
+
+    #[test]
+    fn a_zero_ttl_keeps_nothing() {
+        assert!(Memory::<i64>::new(Duration::ZERO, FIXTURE_CACHE_CAPACITY).is_none());
+    }
+
+    /// Fixture records of one test on the real Redis (`REDIS_URL`, by default
+    /// 127.0.0.1:6379), under a key prefix of its own.
+    struct Scratch {
+        conn: ConnectionManager,
+        prefix: String,
+    }
+
+    impl Scratch {
+        async fn new(label: &str) -> Result<Self, StoreError> {
+            let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let conn = ConnectionManager::new(redis::Client::open(url)?).await?;
+            Ok(Self { conn, prefix: crate::Namespace::random(label).key_prefix("fixture-cache") })
+        }
+
+        fn key(&self, name: &str) -> String {
+            format!("{}{name}", self.prefix)
+        }
+
+        fn cache(&self, ttl: Duration) -> FixtureCache<i64> {
+            FixtureCache::new(self.conn.clone(), ttl)
+        }
+
+        /// Writes `json` as the record at `key`; it expires by itself in case the
+        /// test fails before [`Self::cleanup`].
+        async fn set(&self, key: &str, json: &str) -> Result<(), StoreError> {
+            let () = self.conn.clone().set_ex(key, json, 600).await?;
+            Ok(())
+        }
+
+        async fn cleanup(mut self) -> Result<(), StoreError> {
+            crate::store::delete_prefix(&mut self.conn, &self.prefix).await?;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn within_the_ttl_a_changed_record_is_not_seen() -> Result<(), StoreError> {
+        let redis = Scratch::new("cache-hit").await?;
+        let key = redis.key("consumer:1");
+        let cache = redis.cache(Duration::from_secs(60));
+        redis.set(&key, "1").await?;
+        assert_eq!(cache.get(key.clone()).await?.as_deref(), Some(&1));
+
+        redis.set(&key, "2").await?;
+        assert_eq!(cache.get(key.clone()).await?.as_deref(), Some(&1));
+        assert_eq!(cache.clone().get(key.clone()).await?.as_deref(), Some(&1), "clones share the entries");
+        assert_eq!(redis.cache(Duration::ZERO).get(key).await?.as_deref(), Some(&2), "Redis has the new record");
+        redis.cleanup().await
+    }
+
+    #[tokio::test]
+    async fn after_the_ttl_the_changed_record_is_read() -> Result<(), StoreError> {
+        let redis = Scratch::new("cache-expiry").await?;
+        let key = redis.key("consumer:1");
+        let cache = redis.cache(Duration::from_millis(50));
+        redis.set(&key, "1").await?;
+        assert_eq!(cache.get(key.clone()).await?.as_deref(), Some(&1));
+
+        redis.set(&key, "2").await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(cache.get(key).await?.as_deref(), Some(&2));
+        redis.cleanup().await
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_reads_redis_every_time() -> Result<(), StoreError> {
+        let redis = Scratch::new("cache-off").await?;
+        let key = redis.key("consumer:1");
+        let cache = redis.cache(Duration::ZERO);
+        redis.set(&key, "1").await?;
+        assert_eq!(cache.get(key.clone()).await?.as_deref(), Some(&1));
+        redis.set(&key, "2").await?;
+        assert_eq!(cache.get(key.clone()).await?.as_deref(), Some(&2));
+        let () = redis.conn.clone().del(&key).await?;
+        assert_eq!(cache.get(key).await?, None);
+        redis.cleanup().await
+    }
+
+    #[tokio::test]
+    async fn a_missing_record_is_cached_as_none() -> Result<(), StoreError> {
+        let redis = Scratch::new("cache-miss").await?;
+        let key = redis.key("consumer:99");
+        let cache = redis.cache(Duration::from_secs(60));
+        assert_eq!(cache.get(key.clone()).await?, None);
+
+        redis.set(&key, "99").await?;
+        assert_eq!(cache.get(key.clone()).await?, None);
+        assert_eq!(redis.cache(Duration::ZERO).get(key).await?.as_deref(), Some(&99), "Redis has the record");
+        redis.cleanup().await
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_is_an_error_and_not_cached() -> Result<(), StoreError> {
+        let redis = Scratch::new("cache-corrupt").await?;
+        let key = redis.key("consumer:1");
+        let cache = redis.cache(Duration::from_secs(60));
+        redis.set(&key, "{").await?;
+        let error = cache.get(key.clone()).await.expect_err("not an i64");
+        assert!(matches!(error, StoreError::Json { key: ref at, .. } if *at == key), "{error}");
+
+        redis.set(&key, "1").await?;
+        assert_eq!(cache.get(key).await?.as_deref(), Some(&1));
+        redis.cleanup().await
     }
 
     #[test]
