@@ -2,7 +2,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{p}saga:{<id>}` | hash | `v` version, `s` state (JSON), `label` (e.g. the order state), `e` the id of its last event |
+//! | `{p}saga:{<id>}` | hash | `v` version, `s` state (JSON), `label` (e.g. the order state), `e` the id of its last event, `u` whether the indexes hold it as unfinished (`1`/`0`) |
 //! | `{p}saga:{<id>}:events` | stream | one entry per event; watchers replay and tail it |
 //! | `{p}sagas:wake` | sorted set | saga id by the time the sweeper must look at it |
 //! | `{p}sagas:unfinished` | sorted set | running, compensating or parked sagas by creation time (stuck = unfinished too long) |
@@ -54,6 +54,10 @@ pub enum SaveOutcome {
     /// Creating, but a saga with this id exists (an idempotent retry).
     AlreadyExists,
 }
+
+/// Fields of every stored event: `kind`, `step`, `attempt`, `code`, `message`,
+/// `status`, `label`, `at`.
+const EVENT_FIELDS: usize = 8;
 
 /// One event as stored in a saga's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,9 +147,12 @@ pub fn stream_id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 const SAVE: &str = r#"
 -- KEYS: 1 state, 2 events, 3 wake, 4 active, 5 all, 6 old label index, 7 new label index, 8 finished
 -- ARGV: 1 expected version (0: create), 2 state json, 3 wake-at ms or '', 4 saga id,
---       5 created-at ms, 6 unfinished '1'/'0', 7 events (JSON array of flat field lists), 8 label,
---       9 updated-at ms, 10 linked key or '', 11 events channel
-local stored = redis.call('HMGET', KEYS[1], 'v', 'e')
+--       5 created-at ms, 6 unfinished '1'/'0', 7 events (JSON array of flat field lists, for
+--       the notice), 8 label, 9 updated-at ms, 10 linked key or '', 11 events channel,
+--       12 fields per event (XADD's field/value arguments), 13.. the events' fields, flat
+-- The hash's 'u' is the unfinished flag the indexes were last moved for: a save that
+-- does not change it (most do not) leaves the unfinished and finished indexes alone.
+local stored = redis.call('HMGET', KEYS[1], 'v', 'e', 'u')
 local current = stored[1]
 if ARGV[1] == '0' then
   if current then return -1 end
@@ -153,29 +160,42 @@ elseif current ~= ARGV[1] then
   return 0
 end
 local version = (tonumber(current) or 0) + 1
-local events = cjson.decode(ARGV[7])
+local width = tonumber(ARGV[12])
 local ids = {}
-for i, fields in ipairs(events) do
-  ids[i] = redis.call('XADD', KEYS[2], '*', unpack(fields))
+if width > 0 then
+  for first = 13, #ARGV, width do
+    ids[#ids + 1] = redis.call('XADD', KEYS[2], '*', unpack(ARGV, first, first + width - 1))
+  end
 end
+local hash = { 'v', version, 's', ARGV[2], 'label', ARGV[8] }
 if #ids > 0 then
-  redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2], 'label', ARGV[8], 'e', ids[#ids])
-else
-  redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2], 'label', ARGV[8])
+  hash[#hash + 1] = 'e'
+  hash[#hash + 1] = ids[#ids]
 end
-if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'linked', ARGV[10]) end
+local moved = stored[3] ~= ARGV[6]
+if moved then
+  hash[#hash + 1] = 'u'
+  hash[#hash + 1] = ARGV[6]
+end
+if ARGV[10] ~= '' then
+  hash[#hash + 1] = 'linked'
+  hash[#hash + 1] = ARGV[10]
+end
+redis.call('HSET', KEYS[1], unpack(hash))
 if ARGV[3] == '' then
   redis.call('ZREM', KEYS[3], ARGV[4])
 else
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 end
-if ARGV[6] == '1' then
-  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
-  redis.call('ZREM', KEYS[8], ARGV[4])
-else
-  redis.call('ZREM', KEYS[4], ARGV[4])
-  -- NX: the retention counts from the first time the saga finished.
-  redis.call('ZADD', KEYS[8], 'NX', ARGV[9], ARGV[4])
+if moved then
+  if ARGV[6] == '1' then
+    redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+    redis.call('ZREM', KEYS[8], ARGV[4])
+  else
+    redis.call('ZREM', KEYS[4], ARGV[4])
+    -- NX: the retention counts from the first time the saga finished.
+    redis.call('ZADD', KEYS[8], 'NX', ARGV[9], ARGV[4])
+  end
 end
 if ARGV[1] == '0' then redis.call('ZADD', KEYS[5], 0, ARGV[4]) end
 if KEYS[6] ~= KEYS[7] or ARGV[1] == '0' then
@@ -185,7 +205,7 @@ end
 if #ids > 0 then
   -- "<saga id>\n<JSON>": the events themselves, so a watcher needs no read of the
   -- stream, and the id of the entry before them, so it can tell it missed none.
-  -- The events are ARGV[7] as it came: no second encoding.
+  -- The events are ARGV[7] as it came: Lua never decodes them.
   local prev = stored[2] or ''
   redis.call('PUBLISH', ARGV[11], ARGV[4] .. '\n{"prev":' .. cjson.encode(prev) ..
     ',"ids":' .. cjson.encode(ids) .. ',"events":' .. ARGV[7] .. '}')
@@ -306,23 +326,31 @@ impl SagaStore {
         let json = serde_json::to_string(state).map_err(StoreError::Encode)?;
         let at = state.updated_at_ms.to_string();
         let status = state.status.as_str();
-        // Each event becomes the flat field/value list that XADD takes.
-        let rendered: Vec<Vec<String>> = events
+        // Each event becomes the flat field/value list that XADD takes: passed flat
+        // for the XADDs, and as JSON for the notice, which Lua only concatenates.
+        let attempts: Vec<String> = events.iter().map(|e| e.attempt.to_string()).collect();
+        let rendered: Vec<[&str; EVENT_FIELDS * 2]> = events
             .iter()
-            .map(|e| {
+            .zip(&attempts)
+            .map(|(e, attempt)| {
                 [
-                    ("kind", e.kind.as_str().to_owned()),
-                    ("step", definition.step_name(e.step).to_owned()),
-                    ("attempt", e.attempt.to_string()),
-                    ("code", e.code.clone()),
-                    ("message", e.message.clone()),
-                    ("status", status.to_owned()),
-                    ("label", label.to_owned()),
-                    ("at", at.clone()),
+                    "kind",
+                    e.kind.as_str(),
+                    "step",
+                    definition.step_name(e.step),
+                    "attempt",
+                    attempt,
+                    "code",
+                    &e.code,
+                    "message",
+                    &e.message,
+                    "status",
+                    status,
+                    "label",
+                    label,
+                    "at",
+                    &at,
                 ]
-                .into_iter()
-                .flat_map(|(field, value)| [field.to_owned(), value])
-                .collect()
             })
             .collect();
         let rendered_json = serde_json::to_string(&rendered).map_err(StoreError::Encode)?;
@@ -349,6 +377,8 @@ impl SagaStore {
             .arg(&at)
             .arg(linked_key.unwrap_or_default())
             .arg(self.events_channel())
+            .arg(if rendered.is_empty() { 0 } else { EVENT_FIELDS * 2 })
+            .arg(rendered.as_flattened())
             .invoke_async(&mut conn)
             .await?;
         Ok(match result {
