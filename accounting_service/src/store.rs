@@ -11,7 +11,7 @@
 //!
 //! Each command is one Lua script (one round trip, atomic, EVALSHA) that replays the
 //! stored outcome or makes its change and stores the outcome with it; a refusal
-//! decided in Rust is stored by the outcome script of [`service_kit::participant`].
+//! decided in Rust is stored by [`service_kit::participant::record_outcome`].
 //! WATCH/MULTI would mean nothing on the multiplexed connection. The scripts derive
 //! the keys of an order's authorizations from its index set, so they assume a single
 //! Redis (not Cluster), like the rest of the participants. The account AuthorizeCard

@@ -8,11 +8,11 @@
 //! - [`commands`]: the handler of `consumer_service.commands`.
 //! - [`grpc`]: the read service `ftgo.consumer.v1.ConsumerService` (GetConsumer).
 //!
-//! The one decision to know: idempotency lives in Redis, in Lua. Every command's
-//! outcome is stored under its message id by one script ("SET NX then GET", 7-day
-//! TTL, shared by the participants in `service_kit::participant`) and the reply is
-//! built from what the script returns, so a redelivered or re-sent command gets the
-//! same reply and changes nothing. VerifyConsumer changes no domain state; only its
+//! The one decision to know: idempotency lives in Redis. Every command's outcome is
+//! stored under its message id only if none is stored yet (`SET NX`, then a `GET`
+//! for a duplicate; 7-day TTL; shared by the participants in
+//! `service_kit::participant`) and the reply is built from the stored outcome, so a
+//! redelivered or re-sent command gets the same reply and changes nothing. VerifyConsumer changes no domain state; only its
 //! outcome is stored.
 //!
 //! Consumers come from `fixtures/consumers.json` (or `FIXTURES_PATH`), written to

@@ -6,11 +6,12 @@
 //! | `{prefix}consumer:{consumer_id}` | the consumer, JSON (from the fixtures) |
 //! | `{prefix}processed:{message_id}` | the outcome of a handled command, JSON, 7-day TTL |
 //!
-//! Every write that answers a command goes through the outcome script of
-//! [`service_kit::participant`] (one round trip, atomic) instead of WATCH/MULTI,
-//! which means nothing on a multiplexed connection. The consumer a command reads
-//! comes from a [`FixtureCache`] (records change only at a replica's restart), so
-//! in steady state that script is the command's only round trip.
+//! Every write that answers a command goes through
+//! [`service_kit::participant::record_outcome`] (`SET NX`, atomic on its own)
+//! instead of WATCH/MULTI, which means nothing on a multiplexed connection. The
+//! consumer a command reads comes from a [`FixtureCache`] (records change only at a
+//! replica's restart), so in steady state that `SET` is the command's only round
+//! trip.
 
 use std::{sync::Arc, time::Duration};
 

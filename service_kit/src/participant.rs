@@ -6,7 +6,7 @@
 //!   `{prefix}processed:{message_id}` ([`processed_key`]) for [`OUTCOME_TTL`], and the
 //!   reply is built from what is stored, so a redelivered command gets the same
 //!   reply and changes nothing. [`record_outcome`] stores an outcome decided in Rust
-//!   (one Lua script, "SET NX then GET"); a participant's own scripts, which make a
+//!   (`SET NX`, then a `GET` for a duplicate); a participant's own scripts, which make a
 //!   domain change and store its outcome in the same atomic step, stay in the
 //!   participant and may return the same `{outcome JSON, fresh}` pair, read by
 //!   [`Stored::from_reply`].
@@ -15,7 +15,7 @@
 //!   start ([`write_fixtures`]). Parsing and validating them is the participant's.
 //! - **Fixture cache.** [`FixtureCache`]: the fixture record a command reads, kept
 //!   in memory for `FIXTURE_CACHE_MS` ([`fixture_cache_ttl_from_env`]) so that a
-//!   command in steady state makes one Redis round trip (its outcome script), not
+//!   command in steady state makes one Redis round trip (storing its outcome), not
 //!   two. Redis stays the truth; the TTL bounds how stale a copy can be.
 //! - **Errors.** [`StoreError`] from the Redis helpers here, [`StartError`] from a
 //!   participant's `run`, [`transient`] for a store failure in a command handler, and
@@ -27,7 +27,7 @@ use std::{
     fmt,
     num::NonZeroUsize,
     path::PathBuf,
-    sync::{Arc, LazyLock, Mutex},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -52,26 +52,10 @@ pub const FIXTURES_PATH_VAR: &str = "FIXTURES_PATH";
 /// The longest order id a command or read call may name (they are UUIDs).
 pub const MAX_ORDER_ID_LEN: usize = 128;
 
-/// Stores an outcome decided in Rust under a command's message id, unless one is
-/// stored already ("SET NX then GET" with a TTL), and returns the stored one. Used
-/// for outcomes that need no domain change, so a redelivered command gets the first
-/// outcome again even if the data it was decided on has changed since.
-static RECORD_OUTCOME: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
--- KEYS[1]  {prefix}processed:{message_id}
--- ARGV[1]  outcome JSON
--- ARGV[2]  TTL in seconds
--- Returns  {outcome JSON, 1 if stored now / 0 if it was stored before}
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  return { stored, 0 }
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return { ARGV[1], 1 }
-",
-    )
-});
+/// The most times [`record_outcome_json`] tries to store-or-read an outcome: a
+/// second try is needed only if the stored outcome vanished between its `SET NX`
+/// and its `GET` (deleted by hand, or evicted), and then stores this one.
+const RECORD_ATTEMPTS: usize = 3;
 
 /// A Redis read or write failed, or what it read is not what the service wrote.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +85,8 @@ pub struct Stored<T> {
 }
 
 impl<T: DeserializeOwned> Stored<T> {
-    /// Reads the `{outcome JSON, 1 if decided now / 0 if replayed}` pair that
-    /// [`record_outcome`] and a participant's command scripts return; `key`, the
+    /// Reads the `{outcome JSON, 1 if decided now / 0 if replayed}` pair that a
+    /// participant's command scripts return; `key`, the
     /// processed key, names the value if it is not the expected JSON.
     pub fn from_reply(key: String, (json, fresh): (String, i64)) -> Result<Self, StoreError> {
         let outcome = serde_json::from_str(&json).map_err(|source| StoreError::Json { key, source })?;
@@ -139,14 +123,35 @@ pub async fn record_outcome<T: Serialize + DeserializeOwned>(
 
 /// [`record_outcome`] for an outcome already in JSON, returning the stored JSON:
 /// for a participant that reads every stored outcome with its own parser.
+///
+/// "SET NX, then GET": two plain commands rather than a Lua script, because in
+/// the running system a script costs Redis several times a plain command, and a
+/// fresh command (nearly all of them) needs only the `SET`. Each command is atomic
+/// on its own: the `SET NX` stores this outcome only if none is stored, and a
+/// refused one means an earlier delivery stored the outcome that the `GET` reads.
 pub async fn record_outcome_json(
     conn: &ConnectionManager,
     key: &str,
     json: String,
 ) -> Result<Stored<String>, redis::RedisError> {
-    let (outcome, fresh): (String, i64) =
-        RECORD_OUTCOME.key(key).arg(json).arg(OUTCOME_TTL.as_secs()).invoke_async(&mut conn.clone()).await?;
-    Ok(Stored { outcome, fresh: fresh == 1 })
+    let mut conn = conn.clone();
+    let options = redis::SetOptions::default()
+        .conditional_set(redis::ExistenceCheck::NX)
+        .with_expiration(redis::SetExpiry::EX(OUTCOME_TTL.as_secs()));
+    for _ in 0..RECORD_ATTEMPTS {
+        let stored_now: Option<String> = conn.set_options(key, &json, options.clone()).await?;
+        if stored_now.is_some() {
+            return Ok(Stored { outcome: json, fresh: true });
+        }
+        if let Some(outcome) = conn.get::<_, Option<String>>(key).await? {
+            return Ok(Stored { outcome, fresh: false });
+        }
+    }
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "the stored outcome kept vanishing between SET NX and GET",
+        key.to_owned(),
+    )))
 }
 
 /// The JSON value at `key` (a fixture record), if there is one.
@@ -528,6 +533,19 @@ mod tests {
         redis.set(&key, "2").await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(cache.get(key).await?.as_deref(), Some(&2));
+        redis.cleanup().await
+    }
+
+    #[tokio::test]
+    async fn the_first_outcome_stored_under_a_key_is_the_one_every_later_call_gets() -> Result<(), StoreError> {
+        let redis = Scratch::new("outcome").await?;
+        let key = redis.key("processed:m-1");
+        let first = record_outcome_json(&redis.conn, &key, "\"verified\"".into()).await?;
+        assert_eq!(first, Stored { outcome: "\"verified\"".into(), fresh: true });
+        let again = record_outcome_json(&redis.conn, &key, "\"rejected\"".into()).await?;
+        assert_eq!(again, Stored { outcome: "\"verified\"".into(), fresh: false }, "a duplicate gets the first");
+        let ttl: i64 = redis.conn.clone().ttl(&key).await?;
+        assert!(ttl > 0 && ttl <= OUTCOME_TTL.as_secs() as i64, "stored with the outcome TTL, got {ttl}");
         redis.cleanup().await
     }
 
