@@ -2,8 +2,9 @@
 //!
 //! The consumer's status is fixture data, so the decision is made in Rust; the
 //! outcome is then stored under the command's message id unless one is stored
-//! (`SET NX`, then `GET`) and the reply is built from what the store returns. A redelivered command
-//! therefore gets the first outcome again, even if the consumer changed meanwhile.
+//! (`SET NX`, then `GET`) and the reply is built from what the store returns. A
+//! redelivered command therefore gets the first outcome again, even if the consumer
+//! changed meanwhile.
 //! A Redis failure is transient: the command is requeued and nothing is stored.
 
 use messaging::participant::{Command, CommandError, CommandHandler, Reply};
