@@ -238,7 +238,7 @@ impl Store {
     }
 
     /// Stores an outcome decided in Rust under the message id, unless one is there
-    /// already (the shared script of [`service_kit::participant`]), and returns the
+    /// already ([`service_kit::participant::record_outcome_json`]), and returns the
     /// stored one.
     pub async fn store_outcome(&self, message_id: &str, outcome: &Outcome) -> Result<Outcome, StoreError> {
         let json = serde_json::to_string(outcome)
