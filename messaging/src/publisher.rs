@@ -32,7 +32,12 @@ pub enum PublishError {
 #[derive(Clone)]
 pub struct Publisher {
     broker: Broker,
-    channel: Arc<Mutex<Option<Channel>>>,
+    /// The open channel. A std mutex held only to clone or swap it, never across an
+    /// await: every publish takes it, and an async mutex would hand it from task to
+    /// task with a wake-up each when many transitions publish at once.
+    channel: Arc<std::sync::Mutex<Option<Channel>>>,
+    /// Held while a channel is (re)opened, so concurrent publishes open one.
+    reopen: Arc<Mutex<()>>,
     /// Queues declared on every new channel before the first publish.
     declare: Arc<Vec<QueueSpec>>,
     confirm_timeout: Duration,
@@ -44,7 +49,8 @@ impl Publisher {
     pub fn new(broker: Broker, declare: Vec<QueueSpec>) -> Self {
         Self {
             broker,
-            channel: Arc::new(Mutex::new(None)),
+            channel: Arc::new(std::sync::Mutex::new(None)),
+            reopen: Arc::new(Mutex::new(())),
             declare: Arc::new(declare),
             confirm_timeout: Duration::from_secs(10),
         }
@@ -55,12 +61,25 @@ impl Publisher {
         self.channel().await.map(|_| ())
     }
 
+    /// The slot of the open channel, also after a panic elsewhere poisoned the
+    /// lock: no critical section here leaves it half-changed.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Channel>> {
+        self.channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The open channel, if it is still connected.
+    fn connected(&self) -> Option<Channel> {
+        self.slot().as_ref().filter(|channel| channel.status().connected()).cloned()
+    }
+
     async fn channel(&self) -> Result<Channel, PublishError> {
-        let mut guard = self.channel.lock().await;
-        if let Some(channel) = guard.as_ref()
-            && channel.status().connected()
-        {
-            return Ok(channel.clone());
+        if let Some(channel) = self.connected() {
+            return Ok(channel);
+        }
+        let _reopening = self.reopen.lock().await;
+        // Another publish may have opened one while this one waited.
+        if let Some(channel) = self.connected() {
+            return Ok(channel);
         }
         let channel = self.broker.channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -68,7 +87,7 @@ impl Publisher {
         for spec in self.declare.iter() {
             spec.declare(&channel, settings.queue_type, settings.queue_expires).await?;
         }
-        *guard = Some(channel.clone());
+        *self.slot() = Some(channel.clone());
         Ok(channel)
     }
 
@@ -78,7 +97,7 @@ impl Publisher {
         let result = self.publish_once(message).await;
         if let Err(PublishError::Amqp(_) | PublishError::ConfirmTimeout(_)) = &result {
             // The channel is suspect; the next publish opens a fresh one.
-            self.channel.lock().await.take();
+            self.slot().take();
         }
         result
     }
@@ -102,7 +121,8 @@ impl Publisher {
 
     /// Closes the channel (at shutdown, before the connection).
     pub async fn close(&self) {
-        if let Some(channel) = self.channel.lock().await.take()
+        let taken = self.slot().take();
+        if let Some(channel) = taken
             && channel.status().connected()
             && let Err(error) = channel.close(200, "shutdown".into()).await
         {
