@@ -4,7 +4,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use futures::Stream;
+use futures::{FutureExt, Stream, StreamExt, stream::PollNext};
 use proto::{
     common::v1::{LineItem, Money},
     order::v1::{
@@ -21,7 +21,7 @@ use crate::{
     create_order_saga::OrderData,
     orchestrator::{Orchestrator, OrchestratorError, OrderSaga, order_label},
     validation::{self, MAX_REASON_LENGTH, Violations},
-    watch::{EventNotifier, stream_events},
+    watch::{EventNotifier, start_watch, stream_events},
 };
 
 /// The gRPC service.
@@ -190,23 +190,25 @@ impl OrderService for OrderApi {
     async fn watch_order(&self, request: Request<WatchOrderRequest>) -> Result<Response<EventStream>, Status> {
         let order_id = validation::order_id("order_id", &request.get_ref().order_id)?;
         let after = validation::event_id("after_event_id", &request.get_ref().after_event_id)?;
-        // NOT_FOUND now rather than an empty stream; and the stream need not load
-        // the saga again when it first catches up.
-        let active = self.load(&order_id).await?.status.is_active();
         let permit = self
             .watchers
             .clone()
             .try_acquire_owned()
             .map_err(|_| Status::resource_exhausted("too many watch streams on this replica; retry later"))?;
         let store = self.orchestrator.store().clone();
-        let notifier = self.notifier.clone();
+        // NOT_FOUND now rather than an empty stream. The saga and the first replay
+        // come in one round trip.
+        let start = start_watch(&store, &self.notifier, &order_id, after.as_deref())
+            .await
+            .map_err(OrchestratorError::from)?
+            .ok_or_else(|| Status::not_found(format!("no order {order_id}")))?;
         let recheck = self.watch_recheck;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<SagaEvent, Status>>(64);
         let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
+        let producer = async move {
             let _permit = permit;
             let result = tokio::select! {
-                result = stream_events(&store, &notifier, recheck, &order_id, after, active, &tx) => result,
+                result = stream_events(&store, recheck, &order_id, after, start, &tx) => result,
                 _ = shutdown.cancelled() => {
                     Err(Status::unavailable("order_service is shutting down; resume the watch with after_event_id"))
                 }
@@ -214,8 +216,15 @@ impl OrderService for OrderApi {
             if let Err(status) = result {
                 let _ = tx.send(Err(status)).await;
             }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        };
+        // The producer runs inside the response stream, polled by the stream's own
+        // task rather than spawned: one task and one cross-task wake-up less per
+        // notice, and a client that goes away drops it (and its registration).
+        // Polling the producer first lets what it just sent go out in the same poll.
+        let producer = producer.into_stream().filter_map(|()| std::future::ready(None));
+        let events = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let stream = futures::stream::select_with_strategy(producer, events, |_: &mut ()| PollNext::Left);
+        Ok(Response::new(Box::pin(stream)))
     }
 
     #[tracing::instrument(skip_all)]

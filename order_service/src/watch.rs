@@ -262,27 +262,53 @@ async fn send_events(order_id: &str, events: &[StoredEvent], after: &mut Option<
     }
 }
 
+/// A watch that is registered for its saga's notices and has read the saga with
+/// its first events ([`start_watch`]).
+pub struct WatchStart {
+    subscription: Subscription,
+    /// Whether the saga was running when it was read.
+    active: bool,
+    /// Its events after the watch's `after`, up to [`REPLAY_BATCH`].
+    first: Vec<StoredEvent>,
+}
+
+/// Registers a watcher of `order_id`, then reads the saga and its first events in
+/// one round trip. Registering first means a save that lands during the read still
+/// wakes the watcher. `None` when there is no such saga.
+pub async fn start_watch(
+    store: &SagaStore,
+    notifier: &EventNotifier,
+    order_id: &str,
+    after: Option<&str>,
+) -> Result<Option<WatchStart>, saga::store::StoreError> {
+    let mut subscription = notifier.subscribe(order_id);
+    subscription.mark_seen();
+    let (saga, first) = store.load_with_events::<OrderData>(order_id, after, REPLAY_BATCH).await?;
+    Ok(saga.map(|saga| WatchStart { subscription, active: saga.status.is_active(), first }))
+}
+
 /// Replays a saga's stored events after `after`, then follows the stream until a
 /// terminal event that nothing follows, or until the client goes away. Any replica
 /// can serve any watcher: all of it is in Redis. Without a wake-up, the stream and
 /// the saga's state are read again after `recheck`: that bounds the delay after a
 /// lost notification, and ends the stream of a saga that was parked.
-/// `active`: whether the saga was running when the caller loaded it (just before).
+/// `start`: the registration and first read of [`start_watch`] (same `after`).
 pub async fn stream_events(
     store: &SagaStore,
-    notifier: &EventNotifier,
     recheck: Duration,
     order_id: &str,
     mut after: Option<String>,
-    active: bool,
+    start: WatchStart,
     tx: &EventSender,
 ) -> Result<(), Status> {
     let unavailable = |e: saga::store::StoreError| Status::unavailable(format!("event stream interrupted: {e}"));
-    let mut subscription = notifier.subscribe(order_id);
+    let WatchStart { mut subscription, active, first } = start;
+    // The first read of the stream is the one `start_watch` made.
+    let mut first = Some(first);
     // The saga's state is checked when the replay first catches up and after a
     // quiet `recheck`; a wake-up means new events, which the stream itself tells.
     let mut check_state = true;
-    // The caller's load serves the first check: a saga that settled since then
+    // The start's read serves the first check: a saga that settled since then
     // has its terminal event in the replay that follows.
     let mut loaded_active = Some(active);
     // The notice that woke this watcher, if the wake-up carried one.
@@ -295,8 +321,13 @@ pub async fn stream_events(
             Some((n, Fit::Next)) => (n.events.as_slice(), false),
             Some((_, Fit::Seen)) => (&[][..], false),
             Some((_, Fit::Gap)) | None => {
-                subscription.mark_seen();
-                read = store.events_after(order_id, after.as_deref(), REPLAY_BATCH).await.map_err(unavailable)?;
+                read = match first.take() {
+                    Some(first) => first,
+                    None => {
+                        subscription.mark_seen();
+                        store.events_after(order_id, after.as_deref(), REPLAY_BATCH).await.map_err(unavailable)?
+                    }
+                };
                 (read.as_slice(), read.len() == REPLAY_BATCH)
             }
         };

@@ -298,15 +298,37 @@ impl SagaStore {
     /// Loads a saga with its version, or `None`.
     pub async fn load<D: DeserializeOwned>(&self, id: &str) -> Result<Option<SagaState<D>>, StoreError> {
         let mut conn = self.conn.clone();
-        let (version, json): (Option<u64>, Option<String>) =
+        let stored: (Option<u64>, Option<String>) =
             redis::cmd("HMGET").arg(self.state_key(id)).arg("v").arg("s").query_async(&mut conn).await?;
-        let (Some(version), Some(json)) = (version, json) else {
-            return Ok(None);
-        };
-        let mut state: SagaState<D> =
-            serde_json::from_str(&json).map_err(|source| StoreError::Corrupt { id: id.to_owned(), source })?;
-        state.version = version;
-        Ok(Some(state))
+        decode_state(id, stored)
+    }
+
+    /// Loads a saga and its events after `after` (exclusive; `None` for all, up to
+    /// `count`) in one round trip: what a watch needs to start. The two reads are
+    /// pipelined, not atomic; a save between them shows as events newer than the
+    /// state, which a watcher sends on like any others.
+    pub async fn load_with_events<D: DeserializeOwned>(
+        &self,
+        id: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<(Option<SagaState<D>>, Vec<StoredEvent>), StoreError> {
+        let mut conn = self.conn.clone();
+        let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".to_owned());
+        let (stored, events): ((Option<u64>, Option<String>), redis::streams::StreamRangeReply) = redis::pipe()
+            .cmd("HMGET")
+            .arg(self.state_key(id))
+            .arg("v")
+            .arg("s")
+            .cmd("XRANGE")
+            .arg(self.events_key(id))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        Ok((decode_state(id, stored)?, events.ids.into_iter().map(stored_event).collect()))
     }
 
     /// Writes `state` if its stored version is still `state.version` (0: create it,
@@ -479,6 +501,20 @@ impl SagaStore {
         let mut conn = self.conn.clone();
         Ok(conn.zrangebyscore_limit(self.unfinished_key(), "-inf", before_ms, offset as isize, limit as isize).await?)
     }
+}
+
+/// A saga from its hash's `v` and `s` fields; `None` when it has none.
+fn decode_state<D: DeserializeOwned>(
+    id: &str,
+    (version, json): (Option<u64>, Option<String>),
+) -> Result<Option<SagaState<D>>, StoreError> {
+    let (Some(version), Some(json)) = (version, json) else {
+        return Ok(None);
+    };
+    let mut state: SagaState<D> =
+        serde_json::from_str(&json).map_err(|source| StoreError::Corrupt { id: id.to_owned(), source })?;
+    state.version = version;
+    Ok(Some(state))
 }
 
 fn stored_event(entry: redis::streams::StreamId) -> StoredEvent {

@@ -94,6 +94,14 @@ async fn two_writers_from_one_version_cannot_both_advance_a_saga() {
     let kinds: Vec<&str> = events.iter().map(|e| e.field("kind")).collect();
     assert_eq!(kinds, ["SAGA_STARTED", "COMMAND_SENT", "STEP_SUCCEEDED", "COMMAND_SENT"], "only the winner's events");
     assert_eq!(events[3].field("step"), "PAY");
+    // A watch's start: the state and the events after an id, in one round trip.
+    let (loaded, after_second) =
+        store.load_with_events::<u32>(&state.saga_id, Some(&events[1].id), 100).await.expect("load with events");
+    assert_eq!(loaded.map(|s| (s.version, s.data)), Some((2, 1)));
+    assert_eq!(after_second, events[2..]);
+    let (missing, none) =
+        store.load_with_events::<u32>("0190b5c2-0000-7000-8000-00000000dead", None, 100).await.expect("no saga");
+    assert!(missing.is_none() && none.is_empty());
 
     // The deadline index follows the state: due at PAY's deadline, claimed once.
     let deadline = stored.wake_at_ms().expect("awaiting PAY");
