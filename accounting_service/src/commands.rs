@@ -32,7 +32,7 @@ impl AccountingCommands {
         Self { store }
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %command.order_id, consumer_id = command.consumer_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %command.order_id, consumer_id = command.consumer_id))]
     async fn authorize_card(&self, message_id: &str, command: AuthorizeCardCommand) -> Result<Reply, CommandError> {
         check_order_id(&command.order_id)?;
         let account = self.store.account(command.consumer_id).await.map_err(transient)?;
@@ -55,7 +55,7 @@ impl AccountingCommands {
         Ok(Reply::of(&stored.outcome.into_reply()))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %command.order_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %command.order_id))]
     async fn void_authorization(
         &self,
         message_id: &str,

@@ -45,12 +45,12 @@ impl AccountingReads {
 
 #[tonic::async_trait]
 impl AccountingService for AccountingReads {
-    #[tracing::instrument(skip_all, fields(consumer_id = request.get_ref().consumer_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(consumer_id = request.get_ref().consumer_id))]
     async fn get_account(&self, request: Request<GetAccountRequest>) -> Result<Response<Account>, Status> {
         Ok(Response::new(self.account(request.into_inner().consumer_id).await?))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn list_authorizations(
         &self,
         request: Request<ListAuthorizationsRequest>,

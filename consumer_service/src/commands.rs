@@ -24,7 +24,7 @@ impl ConsumerCommands {
         Self { store }
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %command.order_id, consumer_id = command.consumer_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %command.order_id, consumer_id = command.consumer_id))]
     async fn verify_consumer(&self, message_id: &str, command: VerifyConsumerCommand) -> Result<Reply, CommandError> {
         let consumer = self.store.consumer(command.consumer_id).await.map_err(transient)?;
         let decided = domain::verify(command.consumer_id, consumer.as_deref());

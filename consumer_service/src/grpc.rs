@@ -33,7 +33,7 @@ impl ConsumerReads {
 
 #[tonic::async_trait]
 impl ConsumerService for ConsumerReads {
-    #[tracing::instrument(skip_all, fields(consumer_id = request.get_ref().consumer_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(consumer_id = request.get_ref().consumer_id))]
     async fn get_consumer(&self, request: Request<GetConsumerRequest>) -> Result<Response<Consumer>, Status> {
         Ok(Response::new(self.consumer(request.into_inner().consumer_id).await?))
     }

@@ -174,7 +174,9 @@ async fn dispose(
         payload: &delivery.data,
         redelivered: delivery.redelivered,
     };
-    let span = tracing::debug_span!(
+    // Trace level: the handler's own span (debug) carries the same ids, and is what
+    // the span exporter takes.
+    let span = tracing::trace_span!(
         "delivery",
         queue = %queue.name,
         message_id = delivery.properties.message_id().as_ref().map(|s| s.as_str()).unwrap_or(""),

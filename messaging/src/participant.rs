@@ -108,7 +108,7 @@ impl<H: CommandHandler> MessageHandler for ParticipantLoop<H> {
         let Some(reply_to) = envelope.reply_to.clone() else {
             return Disposition::DeadLetter("command has no reply_to".into());
         };
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "command",
             service = self.service,
             order_id = %envelope.correlation_id,
@@ -132,7 +132,13 @@ impl<H: CommandHandler> MessageHandler for ParticipantLoop<H> {
             if envelope.is_expired(now_millis()) {
                 // The orchestrator has given up on this attempt (and re-sent or
                 // compensated it): acting now could only do harm.
-                tracing::info!(deadline_ms = envelope.deadline_ms, "refusing an expired command");
+                tracing::info!(
+                    order_id = %envelope.correlation_id,
+                    message_id = %envelope.message_id,
+                    kind = %envelope.type_name,
+                    deadline_ms = envelope.deadline_ms,
+                    "refusing an expired command"
+                );
                 count("expired");
                 return Disposition::Ack;
             }

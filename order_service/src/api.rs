@@ -162,7 +162,7 @@ const PAGE_SIZE_MAX: usize = 500;
 
 #[tonic::async_trait]
 impl OrderService for OrderApi {
-    #[tracing::instrument(skip_all, fields(consumer_id = request.get_ref().consumer_id, order_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(consumer_id = request.get_ref().consumer_id, order_id))]
     async fn create_order(
         &self,
         request: Request<CreateOrderRequest>,
@@ -177,7 +177,7 @@ impl OrderService for OrderApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {
         let order_id = validation::order_id("order_id", &request.get_ref().order_id)?;
         let saga = self.load(&order_id).await?;
@@ -186,7 +186,7 @@ impl OrderService for OrderApi {
 
     type WatchOrderStream = EventStream;
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn watch_order(&self, request: Request<WatchOrderRequest>) -> Result<Response<EventStream>, Status> {
         let order_id = validation::order_id("order_id", &request.get_ref().order_id)?;
         let after = validation::event_id("after_event_id", &request.get_ref().after_event_id)?;
@@ -227,7 +227,7 @@ impl OrderService for OrderApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_orders(&self, request: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
         let request = request.into_inner();
         let mut v = Violations::default();
@@ -281,7 +281,7 @@ impl OrderService for OrderApi {
         Ok(Response::new(ListOrdersResponse { orders, next_page_token }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn cancel_order(
         &self,
         request: Request<CancelOrderRequest>,
@@ -299,7 +299,7 @@ impl OrderService for OrderApi {
         Ok(Response::new(CancelOrderResponse { order: Some(self.order(&saga)) }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn retry_saga(&self, request: Request<RetrySagaRequest>) -> Result<Response<RetrySagaResponse>, Status> {
         let order_id = validation::order_id("order_id", &request.get_ref().order_id)?;
         let saga = self.orchestrator.retry(&order_id).await?;

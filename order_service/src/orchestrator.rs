@@ -76,7 +76,7 @@ pub fn order_label(status: SagaStatus) -> &'static str {
 /// UUID): a child of the current span when that already belongs to the saga (a
 /// reply's span), otherwise of the saga's own remote context (sweeper, API).
 fn saga_span(order_id: &str, input: &'static str) -> tracing::Span {
-    let span = tracing::info_span!("saga", service = "order_service", order_id, input);
+    let span = tracing::debug_span!("saga", service = "order_service", order_id, input);
     // `traceparent` is `00-<32 hex trace id>-<span id>-<flags>`.
     let current = messaging::trace::traceparent_of(&tracing::Span::current());
     let in_saga_trace = current.as_deref().and_then(|tp| tp.get(3..35)).is_some_and(|trace| trace == hex_of(order_id));

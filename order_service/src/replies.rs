@@ -31,7 +31,7 @@ impl MessageHandler for ReplyHandler {
             Err(error) => return Disposition::DeadLetter(error.to_string()),
         };
         // The reply continues the participant's span; the transition is its child.
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "reply",
             service = "order_service",
             order_id = %envelope.correlation_id,

@@ -53,17 +53,17 @@ fn positive(field: &'static str, id: i64) -> Result<(), ReadError> {
 
 #[tonic::async_trait]
 impl RestaurantService for RestaurantReads {
-    #[tracing::instrument(skip_all, fields(restaurant_id = request.get_ref().restaurant_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(restaurant_id = request.get_ref().restaurant_id))]
     async fn get_restaurant(&self, request: Request<GetRestaurantRequest>) -> Result<Response<Restaurant>, Status> {
         Ok(Response::new(self.restaurant(request.get_ref().restaurant_id).await?))
     }
 
-    #[tracing::instrument(skip_all, fields(ticket_id = request.get_ref().ticket_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(ticket_id = request.get_ref().ticket_id))]
     async fn get_ticket(&self, request: Request<GetTicketRequest>) -> Result<Response<Ticket>, Status> {
         Ok(Response::new(self.ticket(request.get_ref().ticket_id).await?))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn get_ticket_by_order(
         &self,
         request: Request<GetTicketByOrderRequest>,

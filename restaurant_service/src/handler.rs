@@ -49,7 +49,7 @@ impl RestaurantCommands {
         Self { store, fixtures, fault_budgets }
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %cmd.order_id, message_id = %envelope.message_id, restaurant_id = cmd.restaurant_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %cmd.order_id, message_id = %envelope.message_id, restaurant_id = cmd.restaurant_id))]
     async fn create_ticket(&self, envelope: &Envelope, cmd: CreateTicketCommand) -> Result<Reply, CommandError> {
         check_order_id(&cmd.order_id)?;
         let outcome = match price_ticket(&self.fixtures, cmd.restaurant_id, &cmd.items) {
@@ -84,7 +84,7 @@ impl RestaurantCommands {
         Ok(Reply::of(&CreateTicketReply { outcome: Some(outcome) }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %cmd.order_id, message_id = %envelope.message_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %cmd.order_id, message_id = %envelope.message_id))]
     async fn reject_ticket(&self, envelope: &Envelope, cmd: RejectTicketCommand) -> Result<Reply, CommandError> {
         check_order_id(&cmd.order_id)?;
         let outcome = self.store.reject_ticket(&envelope.message_id, &cmd.order_id).await.map_err(transient)?;
@@ -98,7 +98,7 @@ impl RestaurantCommands {
         Ok(Reply::of(&RejectTicketReply { outcome: Some(outcome) }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %cmd.order_id, message_id = %envelope.message_id, ticket_id = cmd.ticket_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %cmd.order_id, message_id = %envelope.message_id, ticket_id = cmd.ticket_id))]
     async fn approve_ticket(&self, envelope: &Envelope, cmd: ApproveTicketCommand) -> Result<Reply, CommandError> {
         check_order_id(&cmd.order_id)?;
         let outcome = self

@@ -12,7 +12,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use proto::order::v1::OrderState;
 use system_tests::System;
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt};
+use tracing_subscriber::{Layer, layer::SubscriberExt};
 
 fn attribute(span: &SpanData, key: &str) -> Option<String> {
     span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.as_str().into_owned())
@@ -24,9 +24,13 @@ const API_SPANS: [&str; 3] = ["create_order", "get_order", "watch_order"];
 async fn the_spans_of_one_saga_share_one_trace_across_the_four_services() {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    let subscriber = tracing_subscriber::registry()
-        .with(EnvFilter::new("info"))
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("system_tests")));
+    // The services' own exporter filter: their spans are at debug, below the
+    // default RUST_LOG, and must be exported all the same.
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("system_tests"))
+            .with_filter(service_kit::telemetry::trace_filter()),
+    );
     tracing::subscriber::set_global_default(subscriber).expect("the first subscriber of this test binary");
 
     let system = System::start("e2e-trace", &[], |_| {}).await;
