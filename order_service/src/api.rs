@@ -64,16 +64,30 @@ fn timestamp(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
+/// `from_str_name(prefix + name)` without allocating the joined name: this runs
+/// for every field of every event a watch sends. No proto enum name is longer
+/// than the buffer; a longer one is no name.
+fn by_name<T>(prefix: &str, name: &str, from_str_name: impl Fn(&str) -> Option<T>) -> Option<T> {
+    let mut joined = [0u8; 64];
+    let len = prefix.len() + name.len();
+    if len > joined.len() {
+        return None;
+    }
+    joined[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    joined[prefix.len()..len].copy_from_slice(name.as_bytes());
+    std::str::from_utf8(&joined[..len]).ok().and_then(from_str_name)
+}
+
 fn step_enum(name: &str) -> i32 {
-    api::SagaStep::from_str_name(&format!("SAGA_STEP_{name}")).unwrap_or(api::SagaStep::Unspecified) as i32
+    by_name("SAGA_STEP_", name, api::SagaStep::from_str_name).unwrap_or(api::SagaStep::Unspecified) as i32
 }
 
 fn status_enum(name: &str) -> i32 {
-    api::SagaStatus::from_str_name(&format!("SAGA_STATUS_{name}")).unwrap_or(api::SagaStatus::Unspecified) as i32
+    by_name("SAGA_STATUS_", name, api::SagaStatus::from_str_name).unwrap_or(api::SagaStatus::Unspecified) as i32
 }
 
 fn state_enum(label: &str) -> i32 {
-    api::OrderState::from_str_name(&format!("ORDER_STATE_{label}")).unwrap_or(api::OrderState::Unspecified) as i32
+    by_name("ORDER_STATE_", label, api::OrderState::from_str_name).unwrap_or(api::OrderState::Unspecified) as i32
 }
 
 impl OrderApi {
@@ -134,7 +148,7 @@ pub fn saga_event(order_id: &str, event: &StoredEvent) -> (SagaEvent, bool) {
     let event_type = match kind {
         Some(EventKind::SagaApproved) => api::SagaEventType::OrderApproved,
         Some(EventKind::SagaRejected) => api::SagaEventType::OrderRejected,
-        Some(k) => api::SagaEventType::from_str_name(&format!("SAGA_EVENT_TYPE_{}", k.as_str()))
+        Some(k) => by_name("SAGA_EVENT_TYPE_", k.as_str(), api::SagaEventType::from_str_name)
             .unwrap_or(api::SagaEventType::Unspecified),
         None => api::SagaEventType::Unspecified,
     };
@@ -305,5 +319,38 @@ impl OrderService for OrderApi {
         let saga = self.orchestrator.retry(&order_id).await?;
         tracing::info!(order_id, "parked saga retried by an operator");
         Ok(Response::new(RetrySagaResponse { order: Some(self.order(&saga)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, step: &str, status: &str, label: &str) -> StoredEvent {
+        let fields = [("kind", kind), ("step", step), ("attempt", "2"), ("status", status), ("label", label)];
+        StoredEvent {
+            id: "7-1".into(),
+            fields: fields.iter().map(|(f, v)| ((*f).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn a_stored_event_becomes_the_api_event_of_its_names() {
+        let (message, terminal) =
+            saga_event("o-1", &event("COMMAND_SENT", "AUTHORIZE_CARD", "RUNNING", "APPROVAL_PENDING"));
+        assert_eq!(message.r#type, api::SagaEventType::CommandSent as i32);
+        assert_eq!(message.step, api::SagaStep::AuthorizeCard as i32);
+        assert_eq!(message.saga_status, api::SagaStatus::Running as i32);
+        assert_eq!(message.order_state, api::OrderState::ApprovalPending as i32);
+        assert_eq!((message.attempt, message.event_id.as_str(), terminal), (2, "7-1", false));
+        let (approved, terminal) = saga_event("o-1", &event("SAGA_APPROVED", "APPROVE_ORDER", "APPROVED", "APPROVED"));
+        assert_eq!((approved.r#type, terminal), (api::SagaEventType::OrderApproved as i32, true));
+    }
+
+    #[test]
+    fn unknown_or_overlong_names_are_unspecified() {
+        assert_eq!(step_enum("NO_SUCH_STEP"), api::SagaStep::Unspecified as i32);
+        assert_eq!(status_enum(&"X".repeat(100)), api::SagaStatus::Unspecified as i32);
+        assert_eq!(by_name("SAGA_STEP_", "", api::SagaStep::from_str_name), None);
     }
 }

@@ -444,7 +444,7 @@ mod tests {
     fn a_notice_is_sent_on_only_when_it_follows_what_the_watcher_sent() {
         let notice = |prev: &str, ids: &[&str]| EventsNotice {
             prev: prev.into(),
-            events: ids.iter().map(|id| StoredEvent { id: (*id).into(), fields: HashMap::new() }).collect(),
+            events: ids.iter().map(|id| StoredEvent { id: (*id).into(), fields: Vec::new() }).collect(),
         };
         assert_eq!(Fit::of(&notice("7-0", &["9-0"]), Some("7-0")), Fit::Next);
         assert_eq!(Fit::of(&notice("", &["1-0", "1-1"]), None), Fit::Next, "a saga's first events");

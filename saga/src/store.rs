@@ -23,8 +23,6 @@
 //! other slots, so on Redis Cluster the script would need the indexes sharded by
 //! the same tag; this single-node layout is what the project runs today.
 
-use std::collections::HashMap;
-
 use redis::{AsyncCommands, aio::ConnectionManager};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -64,12 +62,27 @@ const EVENT_FIELDS: usize = 8;
 pub struct StoredEvent {
     /// The stream entry id, e.g. `1732632000000-0`.
     pub id: String,
-    pub fields: HashMap<String, String>,
+    /// Field and value, in stored order. A list, not a map: an event has eight
+    /// fields, and every event a watch sends is parsed once, so hashing and a table
+    /// per event cost more than the scan.
+    pub fields: Vec<(String, String)>,
 }
 
 impl StoredEvent {
+    /// An event from a flat `[field, value, field, value, …]` list (a stream
+    /// entry or a notice's event); a last field without a value is dropped.
+    pub fn from_flat(id: String, flat: Vec<String>) -> Self {
+        let mut pairs = flat.into_iter();
+        let mut fields = Vec::with_capacity(EVENT_FIELDS);
+        while let (Some(field), Some(value)) = (pairs.next(), pairs.next()) {
+            fields.push((field, value));
+        }
+        Self { id, fields }
+    }
+
+    /// The value of `name`, or `""`.
     pub fn field(&self, name: &str) -> &str {
-        self.fields.get(name).map(String::as_str).unwrap_or("")
+        self.fields.iter().find(|(field, _)| field == name).map(|(_, value)| value.as_str()).unwrap_or("")
     }
 }
 
@@ -112,19 +125,8 @@ impl EventsNotice {
     /// Parses the JSON part of a message ([`Self::split`]).
     pub fn parse(json: &str) -> Result<Self, serde_json::Error> {
         let notice: NoticeJson = serde_json::from_str(json)?;
-        let events = notice
-            .ids
-            .into_iter()
-            .zip(notice.events)
-            .map(|(id, flat)| {
-                let mut pairs = flat.into_iter();
-                let mut fields = HashMap::new();
-                while let (Some(field), Some(value)) = (pairs.next(), pairs.next()) {
-                    fields.insert(field, value);
-                }
-                StoredEvent { id, fields }
-            })
-            .collect();
+        let events =
+            notice.ids.into_iter().zip(notice.events).map(|(id, flat)| StoredEvent::from_flat(id, flat)).collect();
         Ok(Self { prev: notice.prev, events })
     }
 
@@ -315,7 +317,7 @@ impl SagaStore {
     ) -> Result<(Option<SagaState<D>>, Vec<StoredEvent>), StoreError> {
         let mut conn = self.conn.clone();
         let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".to_owned());
-        let (stored, events): ((Option<u64>, Option<String>), redis::streams::StreamRangeReply) = redis::pipe()
+        let (stored, events): ((Option<u64>, Option<String>), StreamEntries) = redis::pipe()
             .cmd("HMGET")
             .arg(self.state_key(id))
             .arg("v")
@@ -328,7 +330,7 @@ impl SagaStore {
             .arg(count)
             .query_async(&mut conn)
             .await?;
-        Ok((decode_state(id, stored)?, events.ids.into_iter().map(stored_event).collect()))
+        Ok((decode_state(id, stored)?, stored_events(events)))
     }
 
     /// Writes `state` if its stored version is still `state.version` (0: create it,
@@ -458,8 +460,8 @@ impl SagaStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut conn = self.conn.clone();
         let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".to_owned());
-        let reply: redis::streams::StreamRangeReply = conn.xrange_count(self.events_key(id), start, "+", count).await?;
-        Ok(reply.ids.into_iter().map(stored_event).collect())
+        let entries: StreamEntries = conn.xrange_count(self.events_key(id), start, "+", count).await?;
+        Ok(stored_events(entries))
     }
 
     /// The pub/sub channel on which every save that stores events publishes the
@@ -517,8 +519,10 @@ fn decode_state<D: DeserializeOwned>(
     Ok(Some(state))
 }
 
-fn stored_event(entry: redis::streams::StreamId) -> StoredEvent {
-    let fields =
-        entry.map.into_iter().filter_map(|(k, v)| redis::from_redis_value::<String>(v).ok().map(|v| (k, v))).collect();
-    StoredEvent { id: entry.id, fields }
+/// `XRANGE`'s reply, `[[id, [field, value, …]], …]`, read as it comes (redis-rs'
+/// `StreamRangeReply` would build a map of `Value`s per entry first).
+type StreamEntries = Vec<(String, Vec<String>)>;
+
+fn stored_events(entries: StreamEntries) -> Vec<StoredEvent> {
+    entries.into_iter().map(|(id, flat)| StoredEvent::from_flat(id, flat)).collect()
 }
