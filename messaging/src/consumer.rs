@@ -2,7 +2,8 @@
 //! sets the prefetch and consumes; each delivery is handled in its own task, so up
 //! to `prefetch` messages are in flight at once. A delivery is acknowledged only
 //! after its handler returns, i.e. after its effects are stored and any message it
-//! causes is confirmed; if the process dies first, the broker redelivers it.
+//! causes is confirmed; if the process dies first, the broker redelivers it. Acks
+//! go out in batches, `ack_delay` after the first of them ([`crate::acks`]).
 //!
 //! On shutdown the loop cancels its consumer (no new deliveries), waits for the
 //! in-flight handlers up to a cap, and returns.
@@ -23,7 +24,7 @@ use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use crate::{Broker, Publisher, QueueSpec, broker::backoff, envelope};
+use crate::{Broker, Publisher, QueueSpec, acks::Acks, broker::backoff, envelope};
 
 /// One delivery as a handler sees it.
 #[derive(Debug, Clone, Copy)]
@@ -61,11 +62,23 @@ pub struct ConsumerSettings {
     /// Pause before a `Retry` delivery is requeued, so a persistent fault does not
     /// turn into a hot redelivery loop.
     pub retry_delay: Duration,
+    /// How long the first handled delivery's ack waits for others to share its
+    /// frames (0: as soon as the batcher runs).
+    pub ack_delay: Duration,
 }
+
+/// The default [`ConsumerSettings::ack_delay`].
+pub const DEFAULT_ACK_DELAY: Duration = Duration::from_millis(2);
 
 impl ConsumerSettings {
     pub fn new(queue: QueueSpec, prefetch: u16) -> Self {
-        Self { queue, prefetch, drain_timeout: Duration::from_secs(10), retry_delay: Duration::from_millis(250) }
+        Self {
+            queue,
+            prefetch,
+            drain_timeout: Duration::from_secs(10),
+            retry_delay: Duration::from_millis(250),
+            ack_delay: DEFAULT_ACK_DELAY,
+        }
     }
 }
 
@@ -125,6 +138,7 @@ async fn consume(
     ready.send_replace(true);
     tracing::info!(queue = %settings.queue.name, prefetch = settings.prefetch, "consuming");
 
+    let (acks, batcher) = Acks::start(channel.clone(), settings.ack_delay, settings.queue.name.clone());
     let tasks = TaskTracker::new();
     let result = loop {
         tokio::select! {
@@ -138,11 +152,13 @@ async fn consume(
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
+                    acks.delivered(delivery.delivery_tag);
                     let handler = handler.clone();
                     let publisher = publisher.clone();
                     let queue = settings.queue.clone();
                     let retry_delay = settings.retry_delay;
-                    tasks.spawn(async move { dispose(delivery, &*handler, &publisher, &queue, retry_delay).await });
+                    let acks = acks.clone();
+                    tasks.spawn(async move { dispose(delivery, &*handler, &publisher, &queue, retry_delay, &acks).await });
                 }
                 Some(Err(error)) => break Err(error),
                 None => break Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
@@ -152,8 +168,17 @@ async fn consume(
         }
     };
     tasks.close();
-    if tokio::time::timeout(settings.drain_timeout, tasks.wait()).await.is_err() {
+    let drained = tokio::time::timeout(settings.drain_timeout, tasks.wait()).await.is_ok();
+    if !drained {
         tracing::warn!(queue = %settings.queue.name, "in-flight messages not finished in time; the broker will redeliver them");
+    }
+    // The batcher ends once the tasks' handles are gone, after sending the acks it
+    // holds; tasks still running past the drain keep theirs, so it is not awaited then.
+    drop(acks);
+    if drained {
+        let _ = tokio::time::timeout(settings.drain_timeout, batcher).await;
+    } else {
+        batcher.abort();
     }
     if result.is_ok() {
         let _ = channel.close(200, "shutdown".into()).await;
@@ -167,6 +192,7 @@ async fn dispose(
     publisher: &Publisher,
     queue: &QueueSpec,
     retry_delay: Duration,
+    acks: &Acks,
 ) {
     let message = IncomingMessage {
         queue: &queue.name,
@@ -189,8 +215,12 @@ async fn dispose(
         Disposition::DeadLetter(_) => "dead_letter",
     };
     metrics::counter!("ftgo_messages_total", "queue" => queue.name.clone(), "disposition" => outcome).increment(1);
+    let tag = delivery.delivery_tag;
     let result = match disposition {
-        Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
+        Disposition::Ack => {
+            acks.ack(tag);
+            return;
+        }
         Disposition::Retry(reason) => {
             tracing::debug!(queue = %queue.name, %reason, "requeueing after a transient failure");
             tokio::time::sleep(retry_delay).await;
@@ -198,6 +228,8 @@ async fn dispose(
         }
         Disposition::DeadLetter(reason) => dead_letter(&delivery, publisher, queue, &reason).await,
     };
+    // Sent (or the channel is gone): a batched `multiple` ack may pass this tag now.
+    acks.settled(tag);
     if let Err(error) = result {
         // The channel is gone; the broker redelivers the message to another consumer.
         tracing::debug!(queue = %queue.name, %error, "could not settle a delivery");

@@ -16,6 +16,7 @@
 //! make their effects idempotent.
 #![forbid(unsafe_code)]
 
+mod acks;
 pub mod broker;
 pub mod consumer;
 pub mod envelope;

@@ -185,7 +185,8 @@ pub async fn start(
     for spec in parts.consumers {
         let (ready_tx, ready_rx) = watch::channel(false);
         readiness.push(ready_rx);
-        let consumer_settings = ConsumerSettings::new(spec.queue, settings.prefetch);
+        let consumer_settings =
+            ConsumerSettings { ack_delay: settings.ack_delay, ..ConsumerSettings::new(spec.queue, settings.prefetch) };
         consumer_tasks.push(tokio::spawn(run_consumer(
             broker.clone(),
             publisher.clone(),

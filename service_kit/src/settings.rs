@@ -121,6 +121,8 @@ pub struct CommonSettings {
     /// Unacknowledged deliveries per consumer, which is also how many commands one
     /// replica handles concurrently.
     pub prefetch: u16,
+    /// How long a handled delivery's ack waits for others to share its frames.
+    pub ack_delay: Duration,
     pub queue_type: QueueType,
     /// Test-only: queues delete themselves after this long unused (`x-expires`).
     pub queue_expires: Option<Duration>,
@@ -137,6 +139,7 @@ impl CommonSettings {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], grpc_port)),
             http_addr: SocketAddr::from(([0, 0, 0, 0], http_port)),
             prefetch: 64,
+            ack_delay: messaging::consumer::DEFAULT_ACK_DELAY,
             queue_type: QueueType::Classic,
             queue_expires: None,
             log_format: LogFormat::Plain,
@@ -144,7 +147,8 @@ impl CommonSettings {
     }
 
     /// Reads `AMQP_URL`, `REDIS_URL`, `FTGO_NAMESPACE`, `GRPC_ADDR`, `HTTP_ADDR`,
-    /// `AMQP_PREFETCH`, `AMQP_QUEUE_TYPE` and `LOG_FORMAT` over [`Self::local`].
+    /// `AMQP_PREFETCH`, `AMQP_ACK_DELAY_MS`, `AMQP_QUEUE_TYPE` and `LOG_FORMAT` over
+    /// [`Self::local`].
     pub fn from_env(default_grpc_port: u16, default_http_port: u16) -> Result<Self, SettingsError> {
         let local = Self::local(default_grpc_port, default_http_port);
         let prefetch: u16 = env_or("AMQP_PREFETCH", local.prefetch)?;
@@ -162,6 +166,7 @@ impl CommonSettings {
             grpc_addr: env_or("GRPC_ADDR", local.grpc_addr)?,
             http_addr: env_or("HTTP_ADDR", local.http_addr)?,
             prefetch,
+            ack_delay: env_millis("AMQP_ACK_DELAY_MS", local.ack_delay.as_millis() as u64)?,
             queue_type: env_or("AMQP_QUEUE_TYPE", local.queue_type)?,
             queue_expires: None,
             log_format: env_or("LOG_FORMAT", local.log_format)?,
