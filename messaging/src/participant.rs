@@ -150,6 +150,13 @@ impl<H: CommandHandler> MessageHandler for ParticipantLoop<H> {
                 }
                 Err(CommandError::Transient(reason)) => {
                     count("retried");
+                    tracing::warn!(
+                        order_id = %envelope.correlation_id,
+                        message_id = %envelope.message_id,
+                        kind = %envelope.type_name,
+                        %reason,
+                        "transient failure; the command will be redelivered"
+                    );
                     return Disposition::Retry(reason);
                 }
             };

@@ -343,7 +343,8 @@ pub enum StartError<F> {
 /// decides afresh, or the outcome was stored (only reading it back failed) and the
 /// retry replays it.
 pub fn transient<E: fmt::Display>(error: E) -> CommandError {
-    tracing::warn!(error = %error, "store failure; the command will be retried");
+    // The participant loop logs it at warn, with the command's order and message ids.
+    tracing::debug!(error = %error, "store failure; the command will be retried");
     CommandError::Transient(error.to_string())
 }
 
