@@ -34,14 +34,14 @@ enum Settle {
 
 /// One ack frame to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct AckFrame {
-    pub tag: u64,
-    pub multiple: bool,
+struct AckFrame {
+    tag: u64,
+    multiple: bool,
 }
 
 /// The deliveries of one channel that the broker still counts as unacknowledged.
 #[derive(Debug, Default)]
-pub(crate) struct Outstanding {
+struct Outstanding {
     /// Delivered and not yet settled.
     unsettled: BTreeSet<u64>,
     /// Of those, the handled ones waiting for their ack.
@@ -69,33 +69,18 @@ impl Outstanding {
     /// The frames that ack every handled delivery, and forgets them: one
     /// `multiple` ack for the run of handled tags from the oldest unsettled one,
     /// single acks for handled tags after the first unhandled one.
-    pub(crate) fn take_acks(&mut self) -> Vec<AckFrame> {
+    fn take_acks(&mut self) -> Vec<AckFrame> {
         let mut frames = Vec::new();
-        let mut run = 0usize;
-        let mut run_end = None;
-        for tag in &self.unsettled {
-            if self.handled.contains(tag) {
-                run += 1;
-                run_end = Some(*tag);
-            } else {
-                break;
-            }
+        let run: Vec<u64> = self.unsettled.iter().take_while(|tag| self.handled.contains(tag)).copied().collect();
+        if let Some(&end) = run.last() {
+            frames.push(AckFrame { tag: end, multiple: run.len() > 1 });
+            self.unsettled = self.unsettled.split_off(&(end + 1));
+            self.handled = self.handled.split_off(&(end + 1));
         }
-        if let Some(tag) = run_end {
-            frames.push(AckFrame { tag, multiple: run > 1 });
-        }
-        let rest = run_end.map_or(0, |end| end + 1);
-        frames.extend(self.handled.range(rest..).map(|&tag| AckFrame { tag, multiple: false }));
-        for frame in &frames {
-            if frame.multiple {
-                let later = self.unsettled.split_off(&(frame.tag + 1));
-                self.unsettled = later;
-                let later = self.handled.split_off(&(frame.tag + 1));
-                self.handled = later;
-            } else {
-                self.unsettled.remove(&frame.tag);
-                self.handled.remove(&frame.tag);
-            }
+        // What is still handled comes after a delivery in hand: one by one.
+        for tag in std::mem::take(&mut self.handled) {
+            self.unsettled.remove(&tag);
+            frames.push(AckFrame { tag, multiple: false });
         }
         frames
     }
@@ -146,9 +131,9 @@ async fn run(channel: Channel, mut rx: mpsc::UnboundedReceiver<Settle>, delay: D
         while let Ok(settle) = rx.try_recv() {
             outstanding.apply(settle);
         }
+        // Every iteration sends all it holds, so nothing is left when the handles are gone.
         send(&channel, outstanding.take_acks(), &queue).await;
     }
-    send(&channel, outstanding.take_acks(), &queue).await;
 }
 
 async fn send(channel: &Channel, frames: Vec<AckFrame>, queue: &str) {

@@ -316,7 +316,6 @@ impl SagaStore {
         count: usize,
     ) -> Result<(Option<SagaState<D>>, Vec<StoredEvent>), StoreError> {
         let mut conn = self.conn.clone();
-        let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".to_owned());
         let (stored, events): ((Option<u64>, Option<String>), StreamEntries) = redis::pipe()
             .cmd("HMGET")
             .arg(self.state_key(id))
@@ -324,7 +323,7 @@ impl SagaStore {
             .arg("s")
             .cmd("XRANGE")
             .arg(self.events_key(id))
-            .arg(start)
+            .arg(range_start(after))
             .arg("+")
             .arg("COUNT")
             .arg(count)
@@ -459,8 +458,7 @@ impl SagaStore {
         count: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut conn = self.conn.clone();
-        let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".to_owned());
-        let entries: StreamEntries = conn.xrange_count(self.events_key(id), start, "+", count).await?;
+        let entries: StreamEntries = conn.xrange_count(self.events_key(id), range_start(after), "+", count).await?;
         Ok(stored_events(entries))
     }
 
@@ -503,6 +501,11 @@ impl SagaStore {
         let mut conn = self.conn.clone();
         Ok(conn.zrangebyscore_limit(self.unfinished_key(), "-inf", before_ms, offset as isize, limit as isize).await?)
     }
+}
+
+/// `XRANGE`'s start for the entries after `after` (exclusive), or from the first.
+fn range_start(after: Option<&str>) -> String {
+    after.map(|a| format!("({a}")).unwrap_or_else(|| "-".to_owned())
 }
 
 /// A saga from its hash's `v` and `s` fields; `None` when it has none.
