@@ -65,6 +65,14 @@ impl RunResult {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 { self.recorder.completed_count() as f64 / secs } else { 0.0 }
     }
+
+    /// Adds a later run as if it had followed this one without a pause: counts
+    /// and latencies add up, elapsed times add up (the gap between them is not
+    /// part of either), so `sagas_per_sec` is that of the runs together.
+    pub fn append(&mut self, later: &RunResult) {
+        self.recorder.append(&later.recorder, self.elapsed);
+        self.elapsed += later.elapsed;
+    }
 }
 
 struct Shared {

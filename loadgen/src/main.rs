@@ -16,9 +16,9 @@ use clap::Parser;
 use loadgen::{
     baseline::{Baseline, BaselineSettings},
     chart,
-    engine::{self, Plan, SagaRunner},
+    engine::{self, Plan, RunResult, SagaRunner},
     mix::Mix,
-    report::{BaselineReport, Report, RunDescription},
+    report::{BaselineReport, Report, RoundReport, RunDescription},
     schedule::{Mode, Stop},
     system::{Follow, SystemRunner, SystemSettings},
 };
@@ -82,6 +82,11 @@ struct Args {
     /// Run only the baseline (no system needed).
     #[arg(long)]
     baseline_only: bool,
+    /// With --baseline: alternate baseline and system this many times, each
+    /// segment a 1/ROUNDS share of --sagas or --duration, and report the median of
+    /// the rounds' ratios, which a drift of the machine's speed moves less.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: u64,
     /// RabbitMQ, for the baseline.
     #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_env_values = true)]
     amqp_url: String,
@@ -132,6 +137,18 @@ impl Args {
         }
     }
 
+    /// Round `round` (from 0) of `rounds`: an even share of the run, the last
+    /// round taking what does not divide.
+    fn segment_plan(&self, label: &str, seed: u64, round: u64, rounds: u64) -> Plan {
+        let stop = match self.stop() {
+            Stop::Sagas(n) if round + 1 == rounds => Stop::Sagas(n - n / rounds * (rounds - 1)),
+            Stop::Sagas(n) => Stop::Sagas(n / rounds),
+            Stop::Duration(d) => Stop::Duration(d / rounds as u32),
+        };
+        let label = if rounds > 1 { format!("{label} {}/{rounds}", round + 1) } else { label.to_owned() };
+        Plan { stop, ..self.plan(&label, seed) }
+    }
+
     fn warmup_plan(&self, label: &str, seed: u64) -> Plan {
         Plan {
             mode: Mode::Closed { concurrency: self.mode().max_in_flight().min(self.concurrency.max(1)) },
@@ -147,6 +164,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(rate) = args.rate {
         anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be a positive number");
     }
+    let rounds = args.rounds;
+    if rounds > 1 {
+        anyhow::ensure!(args.baseline && !args.baseline_only, "--rounds compares with the baseline: add --baseline");
+        if let Stop::Sagas(n) = args.stop() {
+            anyhow::ensure!(n >= rounds, "--sagas must be at least --rounds");
+        }
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     eprintln!("loadgen: seed {seed}, mix {}", args.mix);
 
@@ -159,20 +183,67 @@ async fn main() -> anyhow::Result<()> {
         };
         let runner = Arc::new(Baseline::start(&settings).await.context("starting the baseline")?);
         eprintln!("loadgen: baseline in namespace {}", runner.namespace());
-        let result = measure(&args, "baseline", seed, runner.clone()).await;
+        Some(runner)
+    } else {
+        None
+    };
+    let system = if args.baseline_only {
+        None
+    } else {
+        let follow = if args.poll {
+            Follow::Poll { interval: Duration::from_millis(args.poll_interval_ms) }
+        } else {
+            Follow::Watch
+        };
+        let connections = if args.connections > 0 {
+            args.connections
+        } else {
+            args.mode().max_in_flight().min(100_000).div_ceil(100)
+        };
+        let settings = SystemSettings {
+            follow,
+            call_timeout: Duration::from_secs(args.call_timeout_secs),
+            saga_timeout: Duration::from_secs(args.saga_timeout_secs),
+            idempotency_keys: args.idempotency_keys,
+            key_prefix: format!("loadgen-{seed:x}-{}", std::process::id()),
+        };
+        Some(Arc::new(SystemRunner::connect(&args.target, connections, settings).await?))
+    };
+
+    // Baseline then system, once or for every round; each warms up before its
+    // first segment.
+    let (mut baseline_result, mut system_result) = (None::<RunResult>, None::<RunResult>);
+    let mut round_reports = Vec::new();
+    for round in 0..rounds {
+        let b = match &baseline {
+            Some(runner) => Some(segment(&args, "baseline", seed, round, runner.clone()).await),
+            None => None,
+        };
+        let s = match &system {
+            Some(runner) => Some(segment(&args, "system", seed, round, runner.clone()).await),
+            None => None,
+        };
+        if let (Some(b), Some(s)) = (&b, &s)
+            && rounds > 1
+        {
+            round_reports.push(RoundReport::of(b, s));
+        }
+        append(&mut baseline_result, b);
+        append(&mut system_result, s);
+    }
+    if let Some(runner) = baseline {
         let Ok(runner) = Arc::try_unwrap(runner) else { anyhow::bail!("the baseline is still in use") };
         if let Err(error) = runner.cleanup().await {
             eprintln!("loadgen: cleaning up the baseline's namespace: {error:#}");
         }
-        let report = BaselineReport::of(&result);
+    }
+    let baseline_report = baseline_result.as_ref().map(BaselineReport::of);
+    if let Some(report) = &baseline_report {
         println!(
             "baseline: {} sagas in {:.2} s: {:.1} sagas/s, p50 {:.1} ms, p99 {:.1} ms",
             report.completed, report.elapsed_secs, report.sagas_per_sec, report.latency_ms.p50, report.latency_ms.p99
         );
-        Some((report, result))
-    } else {
-        None
-    };
+    }
 
     let description = |target: String, follow: &str| RunDescription {
         target,
@@ -181,31 +252,13 @@ async fn main() -> anyhow::Result<()> {
         mix: args.mix.percentages(),
         seed,
     };
-    let report = match (args.baseline_only, baseline) {
-        (true, Some((_, result))) => Report::new(description("in-process baseline".into(), "reply"), &result, None),
-        (_, baseline) => {
-            let follow = if args.poll {
-                Follow::Poll { interval: Duration::from_millis(args.poll_interval_ms) }
-            } else {
-                Follow::Watch
-            };
-            let connections = if args.connections > 0 {
-                args.connections
-            } else {
-                args.mode().max_in_flight().min(100_000).div_ceil(100)
-            };
-            let settings = SystemSettings {
-                follow,
-                call_timeout: Duration::from_secs(args.call_timeout_secs),
-                saga_timeout: Duration::from_secs(args.saga_timeout_secs),
-                idempotency_keys: args.idempotency_keys,
-                key_prefix: format!("loadgen-{seed:x}-{}", std::process::id()),
-            };
-            let runner = Arc::new(SystemRunner::connect(&args.target, connections, settings).await?);
-            let result = measure(&args, "system", seed, runner).await;
+    let report = match (system_result, baseline_result) {
+        (Some(result), _) => {
             let follow = if args.poll { "poll" } else { "watch" };
-            Report::new(description(args.target.clone(), follow), &result, baseline.map(|(report, _)| report))
+            Report::new(description(args.target.clone(), follow), &result, baseline_report).with_rounds(round_reports)
         }
+        (None, Some(result)) => Report::new(description("in-process baseline".into(), "reply"), &result, None),
+        (None, None) => anyhow::bail!("nothing was run"),
     };
 
     println!("{}", report.to_text());
@@ -221,10 +274,54 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The warm-up (if any), then the measured run.
-async fn measure<R: SagaRunner>(args: &Args, label: &str, seed: u64, runner: Arc<R>) -> engine::RunResult {
-    if args.warmup > 0 {
+/// One measured segment: round `round` of `--rounds`, after the warm-up (if
+/// any) when it is the first.
+async fn segment<R: SagaRunner>(args: &Args, label: &str, seed: u64, round: u64, runner: Arc<R>) -> RunResult {
+    if round == 0 && args.warmup > 0 {
         engine::run(&args.warmup_plan(label, seed.wrapping_add(1)), runner.clone()).await;
     }
-    engine::run(&args.plan(label, seed), runner).await
+    engine::run(&args.segment_plan(label, seed, round, args.rounds), runner).await
+}
+
+fn append(total: &mut Option<RunResult>, segment: Option<RunResult>) {
+    match (total.as_mut(), segment) {
+        (Some(total), Some(segment)) => total.append(&segment),
+        (None, segment) => *total = segment,
+        (Some(_), None) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["loadgen"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).expect("valid arguments")
+    }
+
+    #[test]
+    fn rounds_share_the_sagas_and_the_last_takes_the_rest() {
+        let a = args(&["--sagas", "10", "--rounds", "3", "--baseline"]);
+        let stops: Vec<_> = (0..3).map(|r| a.segment_plan("system", 1, r, 3).stop).collect();
+        assert!(matches!(stops[..], [Stop::Sagas(3), Stop::Sagas(3), Stop::Sagas(4)]), "{stops:?}");
+        assert_eq!(a.segment_plan("system", 1, 1, 3).label, "system 2/3");
+        let whole = args(&["--sagas", "10"]);
+        assert!(matches!(whole.segment_plan("system", 1, 0, 1).stop, Stop::Sagas(10)));
+        assert_eq!(whole.segment_plan("system", 1, 0, 1).label, "system");
+    }
+
+    #[test]
+    fn rounds_share_a_duration_evenly() {
+        let a = args(&["--duration", "30", "--rate", "100", "--rounds", "4", "--baseline"]);
+        let stop = a.segment_plan("baseline", 1, 3, 4).stop;
+        assert!(matches!(stop, Stop::Duration(d) if d == Duration::from_millis(7500)), "{stop:?}");
+    }
+
+    #[test]
+    fn rounds_are_bounded() {
+        assert!(Args::try_parse_from(["loadgen", "--rounds", "0"]).is_err());
+        assert!(Args::try_parse_from(["loadgen", "--rounds", "101"]).is_err());
+    }
 }

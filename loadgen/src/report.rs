@@ -35,6 +35,51 @@ impl BaselineReport {
     }
 }
 
+/// One round of `--rounds`: a baseline segment and the system segment right
+/// after it, compared with each other.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RoundReport {
+    pub baseline_sagas_per_sec: f64,
+    pub baseline_p50_ms: f64,
+    pub sagas_per_sec: f64,
+    pub p50_ms: f64,
+    /// `sagas_per_sec / baseline_sagas_per_sec` of this round.
+    pub ratio: f64,
+    /// `p50_ms / baseline_p50_ms` of this round.
+    pub p50_ratio: f64,
+}
+
+impl RoundReport {
+    pub fn of(baseline: &RunResult, system: &RunResult) -> Self {
+        let (b, s) = (BaselineReport::of(baseline), system);
+        let p50_ms = s.recorder.latency().p50;
+        Self {
+            baseline_sagas_per_sec: b.sagas_per_sec,
+            baseline_p50_ms: b.latency_ms.p50,
+            sagas_per_sec: s.sagas_per_sec(),
+            p50_ms,
+            ratio: quotient(s.sagas_per_sec(), b.sagas_per_sec).unwrap_or(0.0),
+            p50_ratio: quotient(p50_ms, b.latency_ms.p50).unwrap_or(0.0),
+        }
+    }
+}
+
+fn quotient(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 /// A run's report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
@@ -68,11 +113,20 @@ pub struct Report {
     pub baseline_sagas_per_sec: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline_p50_ms: Option<f64>,
-    /// `sagas_per_sec / baseline_sagas_per_sec`.
+    /// `sagas_per_sec / baseline_sagas_per_sec`; with `--rounds`, the median of
+    /// the rounds' ratios.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio: Option<f64>,
+    /// `latency_ms.p50 / baseline_p50_ms`; with `--rounds`, the median of the
+    /// rounds' p50 ratios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineReport>,
+    /// With `--rounds`: each round's baseline and system segment, in order. The
+    /// figures above are those of all segments together, but for the two ratios.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<RoundReport>,
 }
 
 /// What the run was, for the report's header.
@@ -93,7 +147,9 @@ impl Report {
             crate::schedule::Mode::Open { rate, .. } => (None, Some(rate)),
         };
         let sagas_per_sec = result.sagas_per_sec();
-        let ratio = baseline.as_ref().filter(|b| b.sagas_per_sec > 0.0).map(|b| sagas_per_sec / b.sagas_per_sec);
+        let latency_ms = result.recorder.latency();
+        let ratio = baseline.as_ref().and_then(|b| quotient(sagas_per_sec, b.sagas_per_sec));
+        let p50_ratio = baseline.as_ref().and_then(|b| quotient(latency_ms.p50, b.latency_ms.p50));
         Self {
             target: description.target,
             mode: description.mode.name().to_owned(),
@@ -107,7 +163,7 @@ impl Report {
             sagas_completed: result.recorder.completed_count(),
             elapsed_secs: result.elapsed.as_secs_f64(),
             sagas_per_sec,
-            latency_ms: result.recorder.latency(),
+            latency_ms,
             errors: result.recorder.errors().clone(),
             errors_by_call: result.recorder.errors_by_call().clone(),
             final_states: result.recorder.final_states().clone(),
@@ -116,8 +172,22 @@ impl Report {
             baseline_sagas_per_sec: baseline.as_ref().map(|b| b.sagas_per_sec),
             baseline_p50_ms: baseline.as_ref().map(|b| b.latency_ms.p50),
             ratio,
+            p50_ratio,
             baseline,
+            rounds: Vec::new(),
         }
+    }
+
+    /// The report of rounds whose segments `result` and `baseline` hold together:
+    /// the two ratios become the medians of the rounds' own, which a drift of the
+    /// machine's speed between rounds does not move the way it moves the totals.
+    pub fn with_rounds(mut self, rounds: Vec<RoundReport>) -> Self {
+        if !rounds.is_empty() {
+            self.ratio = median(rounds.iter().map(|r| r.ratio));
+            self.p50_ratio = median(rounds.iter().map(|r| r.p50_ratio));
+        }
+        self.rounds = rounds;
+        self
     }
 
     /// The load offered, in words: `closed loop, 16 in flight` or `open loop, 200/s`.
@@ -166,9 +236,28 @@ impl Report {
         if let (Some(b), Some(p50), Some(ratio)) = (self.baseline_sagas_per_sec, self.baseline_p50_ms, self.ratio) {
             let _ = writeln!(md, "| baseline sagas/s | {b:.1} |");
             let _ = writeln!(md, "| baseline p50 | {p50:.1} ms |");
-            let _ = writeln!(md, "| ratio (sagas/s ÷ baseline) | {ratio:.2} |");
-            if p50 > 0.0 {
-                let _ = writeln!(md, "| p50 ÷ baseline p50 | {:.2} |", l.p50 / p50);
+            let median = if self.rounds.is_empty() { "" } else { ", median of the rounds" };
+            let _ = writeln!(md, "| ratio (sagas/s ÷ baseline{median}) | {ratio:.2} |");
+            if let Some(p50_ratio) = self.p50_ratio {
+                let _ = writeln!(md, "| p50 ÷ baseline p50{median} | {p50_ratio:.2} |");
+            }
+        }
+        if !self.rounds.is_empty() {
+            let _ = writeln!(md);
+            let _ = writeln!(md, "| round | baseline sagas/s | sagas/s | ratio | baseline p50 | p50 | p50 ratio |");
+            let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
+            for (i, r) in self.rounds.iter().enumerate() {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.1} | {:.1} | {:.2} | {:.2} ms | {:.2} ms | {:.2} |",
+                    i + 1,
+                    r.baseline_sagas_per_sec,
+                    r.sagas_per_sec,
+                    r.ratio,
+                    r.baseline_p50_ms,
+                    r.p50_ms,
+                    r.p50_ratio
+                );
             }
         }
         if !self.errors_by_call.is_empty() {
@@ -196,8 +285,26 @@ impl Report {
             map_text(&self.final_states),
             map_text(&self.errors),
         );
+        for (i, r) in self.rounds.iter().enumerate() {
+            let _ = writeln!(
+                text,
+                "round {}: baseline {:.1} sagas/s, p50 {:.2} ms; system {:.1} sagas/s, p50 {:.2} ms; ratio {:.2}, p50 ratio {:.2}",
+                i + 1,
+                r.baseline_sagas_per_sec,
+                r.baseline_p50_ms,
+                r.sagas_per_sec,
+                r.p50_ms,
+                r.ratio,
+                r.p50_ratio
+            );
+        }
         if let (Some(b), Some(p50), Some(ratio)) = (self.baseline_sagas_per_sec, self.baseline_p50_ms, self.ratio) {
-            let _ = writeln!(text, "baseline: {b:.1} sagas/s, p50 {p50:.1} ms; ratio {ratio:.2}");
+            let median = if self.rounds.is_empty() { "" } else { " (medians of the rounds)" };
+            let p50_ratio = self.p50_ratio.unwrap_or(0.0);
+            let _ = writeln!(
+                text,
+                "baseline: {b:.1} sagas/s, p50 {p50:.1} ms; ratio {ratio:.2}, p50 ratio {p50_ratio:.2}{median}"
+            );
         }
         let _ = write!(
             text,
@@ -211,6 +318,9 @@ impl Report {
         );
         if let Some(ratio) = self.ratio {
             let _ = write!(text, " ratio={ratio:.2}");
+        }
+        if let Some(p50_ratio) = self.p50_ratio {
+            let _ = write!(text, " p50_ratio={p50_ratio:.2}");
         }
         text
     }
@@ -311,6 +421,52 @@ mod tests {
         let text = report.to_text();
         let last = text.lines().last().unwrap_or_default();
         assert!(last.starts_with("sagas_per_sec=50.0 p50_ms=50.0 "), "{last}");
-        assert!(last.ends_with("errors=1 ratio=0.50"), "{last}");
+        assert!(last.ends_with("errors=1 ratio=0.50 p50_ratio=5.00"), "{last}");
+    }
+
+    fn run(sagas: u64, latency_ms: u64, secs: u64) -> RunResult {
+        let mut recorder = Recorder::default();
+        for i in 0..sagas {
+            recorder.started();
+            recorder.ended(
+                &SagaEnd::Terminal { state: "APPROVED".into(), expected: true },
+                Duration::from_millis(latency_ms),
+                Duration::from_millis(i),
+            );
+        }
+        RunResult { recorder, elapsed: Duration::from_secs(secs) }
+    }
+
+    #[test]
+    fn rounds_report_the_median_ratios_and_the_totals_of_their_segments() {
+        // Three rounds whose machine speed drifts: the ratios are 0.5, 0.4, 0.6.
+        let segments =
+            [(run(100, 4, 1), run(50, 8, 1)), (run(200, 2, 1), run(80, 6, 1)), (run(100, 5, 1), run(60, 5, 1))];
+        let rounds: Vec<RoundReport> = segments.iter().map(|(b, s)| RoundReport::of(b, s)).collect();
+        assert_eq!(rounds.iter().map(|r| r.ratio).collect::<Vec<_>>(), vec![0.5, 0.4, 0.6]);
+        // Percentiles come from the histogram: exact to 0.1 %.
+        let near = |got: Option<f64>, want: f64| got.is_some_and(|got| (got - want).abs() < want * 0.002);
+        assert!(rounds.iter().zip([2.0, 3.0, 1.0]).all(|(r, want)| near(Some(r.p50_ratio), want)));
+        let (mut baseline, mut system) = segments[0].clone();
+        for (b, s) in &segments[1..] {
+            baseline.append(b);
+            system.append(s);
+        }
+        let report = Report::new(description(), &system, Some(BaselineReport::of(&baseline))).with_rounds(rounds);
+        assert_eq!(report.sagas_per_sec, 190.0 / 3.0, "the system's segments together");
+        assert_eq!(report.baseline_sagas_per_sec, Some(400.0 / 3.0));
+        assert_eq!(report.ratio, Some(0.5), "the median of the rounds");
+        assert!(near(report.p50_ratio, 2.0), "the median of the rounds: {:?}", report.p50_ratio);
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+        assert_eq!(json["rounds"].as_array().map(Vec::len), Some(3));
+        assert_eq!(json["rounds"][1]["ratio"], 0.4);
+        assert!(report.to_markdown().contains("| 2 | 200.0 | 80.0 | 0.40 | 2.00 ms | 6.00 ms | 3.00 |"));
+        assert!(report.to_text().contains("round 3: baseline 100.0 sagas/s, p50 5.00 ms; system 60.0 sagas/s"));
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median([0.4, 0.7, 0.5, 0.6].into_iter()), Some(0.55));
+        assert_eq!(median(std::iter::empty()), None);
     }
 }

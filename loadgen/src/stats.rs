@@ -140,6 +140,36 @@ impl Recorder {
         }
     }
 
+    /// Adds `later`, a run that began `offset` after this one began, as if both
+    /// were one run: `--rounds` measures the system in several segments and
+    /// reports them together. Its timeline continues at `offset` (whole seconds).
+    pub fn append(&mut self, later: &Recorder, offset: Duration) {
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.latency.add(&later.latency);
+        let first = offset.as_secs() as usize;
+        for (i, bucket) in later.buckets.iter().enumerate() {
+            while self.buckets.len() <= first + i {
+                self.buckets.push(histogram());
+            }
+            let _ = self.buckets[first + i].add(bucket);
+        }
+        for (code, n) in &later.errors {
+            *self.errors.entry(code.clone()).or_default() += n;
+        }
+        for (call, n) in &later.errors_by_call {
+            *self.errors_by_call.entry(call.clone()).or_default() += n;
+        }
+        for (state, n) in &later.final_states {
+            *self.final_states.entry(state.clone()).or_default() += n;
+        }
+        self.unexpected += later.unexpected;
+        self.started += later.started;
+        self.completed += later.completed;
+        if later.completed > 0 {
+            self.last_completion = self.last_completion.max(offset + later.last_completion);
+        }
+    }
+
     /// Sagas started.
     pub fn started_count(&self) -> u64 {
         self.started
@@ -239,6 +269,28 @@ mod tests {
         assert_eq!(timeline.iter().map(|p| p.completed).collect::<Vec<_>>(), vec![2, 0, 1]);
         assert_eq!(timeline[2].t_secs, 3.0);
         assert!((timeline[2].p50_ms - 20.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn an_appended_run_adds_its_counts_and_continues_the_timeline() {
+        let mut first = Recorder::default();
+        first.started();
+        first.ended(&ok(), Duration::from_millis(10), Duration::from_millis(400));
+        let mut second = Recorder::default();
+        second.started();
+        second.started();
+        second.error(&CallError { call: "CreateOrder", code: "Unavailable".into() });
+        second.ended(&ok(), Duration::from_millis(30), Duration::from_millis(200));
+        second.ended(&SagaEnd::Failed { state: "CREATE_FAILED" }, Duration::ZERO, Duration::ZERO);
+        first.append(&second, Duration::from_secs(2));
+        assert_eq!((first.started_count(), first.completed_count()), (3, 2));
+        assert_eq!(first.final_states().get("APPROVED"), Some(&2));
+        assert_eq!(first.final_states().get("CREATE_FAILED"), Some(&1));
+        assert_eq!(first.errors().get("Unavailable"), Some(&1));
+        assert_eq!(first.last_completion(), Duration::from_millis(2200));
+        let timeline = first.timeline();
+        assert_eq!(timeline.iter().map(|p| p.completed).collect::<Vec<_>>(), vec![1, 0, 1]);
+        assert!((first.latency().max - 30.0).abs() < 0.1);
     }
 
     #[test]

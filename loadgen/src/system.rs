@@ -48,6 +48,8 @@ pub struct SystemSettings {
 pub struct SystemRunner {
     clients: Vec<OrderServiceClient<Channel>>,
     settings: SystemSettings,
+    /// Idempotency keys handed out so far.
+    keys: std::sync::atomic::AtomicU64,
 }
 
 impl SystemRunner {
@@ -65,7 +67,7 @@ impl SystemRunner {
                 .map_err(|e| anyhow::anyhow!("cannot connect to order_service at {target}: {e}"))?;
             clients.push(OrderServiceClient::new(channel));
         }
-        Ok(Self { clients, settings })
+        Ok(Self { clients, settings, keys: std::sync::atomic::AtomicU64::new(0) })
     }
 
     fn client(&self, index: u64) -> OrderServiceClient<Channel> {
@@ -108,7 +110,9 @@ impl SagaRunner for SystemRunner {
     async fn run(&self, index: u64, scenario: Scenario) -> SagaOutcome {
         let mut errors = Vec::new();
         let key = if self.settings.idempotency_keys {
-            format!("{}-{index}", self.settings.key_prefix)
+            // Numbered per runner, not by `index`: the warm-up and every round
+            // start their indexes at 0, and a reused key would return an old order.
+            format!("{}-{}", self.settings.key_prefix, self.keys.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
         } else {
             String::new()
         };
