@@ -10,6 +10,7 @@
 //!   Redis with the same durability, the yardstick of the targets.
 //! - [`stats`], [`report`], [`chart`]: HDR-histogram percentiles, a per-second
 //!   timeline, the JSON / Markdown / text report and the SVG chart.
+//! - [`cpu`]: CPU per saga of named processes and of loadgen (`--cpu-of`).
 //!
 //! The one decision to know: latency is CreateOrder→terminal as the client sees
 //! it, and in the open loop it starts at the scheduled start time, so a system
@@ -18,6 +19,7 @@
 
 pub mod baseline;
 pub mod chart;
+pub mod cpu;
 pub mod engine;
 pub mod mix;
 pub mod report;

@@ -16,6 +16,7 @@ use clap::Parser;
 use loadgen::{
     baseline::{Baseline, BaselineSettings},
     chart,
+    cpu::{self, CpuTally, ProcessSet},
     engine::{self, Plan, RunResult, SagaRunner},
     mix::Mix,
     report::{BaselineReport, Report, RoundReport, RunDescription},
@@ -96,6 +97,11 @@ struct Args {
     /// The baseline consumers' prefetch (the services' AMQP_PREFETCH).
     #[arg(long, env = "AMQP_PREFETCH", default_value_t = 64)]
     prefetch: u16,
+    /// Report CPU per saga of these processes (comma-separated kernel names, or
+    /// `system` for the four services, redis-server and beam.smp) and of loadgen,
+    /// over the measured segments. Linux only.
+    #[arg(long, value_name = "NAMES")]
+    cpu_of: Option<String>,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -171,6 +177,10 @@ async fn main() -> anyhow::Result<()> {
             anyhow::ensure!(n >= rounds, "--sagas must be at least --rounds");
         }
     }
+    let processes = args.cpu_of.as_deref().map(ProcessSet::parse).transpose()?;
+    if let Some(set) = &processes {
+        set.snapshot().context("--cpu-of")?;
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     eprintln!("loadgen: seed {seed}, mix {}", args.mix);
 
@@ -214,13 +224,20 @@ async fn main() -> anyhow::Result<()> {
     // first segment.
     let (mut baseline_result, mut system_result) = (None::<RunResult>, None::<RunResult>);
     let mut round_reports = Vec::new();
+    let (mut baseline_cpu, mut system_cpu) = (CpuTally::default(), CpuTally::default());
     for round in 0..rounds {
         let b = match &baseline {
-            Some(runner) => Some(segment(&args, "baseline", seed, round, runner.clone()).await),
+            Some(runner) => {
+                let cpu = processes.as_ref().map(|set| (set, &mut baseline_cpu));
+                Some(segment(&args, "baseline", seed, round, runner.clone(), cpu).await?)
+            }
             None => None,
         };
         let s = match &system {
-            Some(runner) => Some(segment(&args, "system", seed, round, runner.clone()).await),
+            Some(runner) => {
+                let cpu = processes.as_ref().map(|set| (set, &mut system_cpu));
+                Some(segment(&args, "system", seed, round, runner.clone(), cpu).await?)
+            }
             None => None,
         };
         if let (Some(b), Some(s)) = (&b, &s)
@@ -237,7 +254,11 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("loadgen: cleaning up the baseline's namespace: {error:#}");
         }
     }
-    let baseline_report = baseline_result.as_ref().map(BaselineReport::of);
+    let ticks = cpu::ticks_per_second();
+    let cpu_report = |tally: &CpuTally| processes.as_ref().map(|_| tally.report(ticks));
+    let baseline_report = baseline_result
+        .as_ref()
+        .map(|result| BaselineReport { cpu: cpu_report(&baseline_cpu), ..BaselineReport::of(result) });
     if let Some(report) = &baseline_report {
         println!(
             "baseline: {} sagas in {:.2} s: {:.1} sagas/s, p50 {:.1} ms, p99 {:.1} ms",
@@ -255,9 +276,12 @@ async fn main() -> anyhow::Result<()> {
     let report = match (system_result, baseline_result) {
         (Some(result), _) => {
             let follow = if args.poll { "poll" } else { "watch" };
-            Report::new(description(args.target.clone(), follow), &result, baseline_report).with_rounds(round_reports)
+            Report::new(description(args.target.clone(), follow), &result, baseline_report)
+                .with_rounds(round_reports)
+                .with_cpu(cpu_report(&system_cpu))
         }
-        (None, Some(result)) => Report::new(description("in-process baseline".into(), "reply"), &result, None),
+        (None, Some(result)) => Report::new(description("in-process baseline".into(), "reply"), &result, None)
+            .with_cpu(cpu_report(&baseline_cpu)),
         (None, None) => anyhow::bail!("nothing was run"),
     };
 
@@ -275,12 +299,25 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// One measured segment: round `round` of `--rounds`, after the warm-up (if
-/// any) when it is the first.
-async fn segment<R: SagaRunner>(args: &Args, label: &str, seed: u64, round: u64, runner: Arc<R>) -> RunResult {
+/// any) when it is the first; with `cpu`, the processes' CPU during it (not
+/// during the warm-up) is added to the tally.
+async fn segment<R: SagaRunner>(
+    args: &Args,
+    label: &str,
+    seed: u64,
+    round: u64,
+    runner: Arc<R>,
+    cpu: Option<(&ProcessSet, &mut CpuTally)>,
+) -> anyhow::Result<RunResult> {
     if round == 0 && args.warmup > 0 {
         engine::run(&args.warmup_plan(label, seed.wrapping_add(1)), runner.clone()).await;
     }
-    engine::run(&args.segment_plan(label, seed, round, args.rounds), runner).await
+    let before = cpu.as_ref().map(|(set, _)| set.snapshot()).transpose()?;
+    let result = engine::run(&args.segment_plan(label, seed, round, args.rounds), runner).await;
+    if let (Some((set, tally)), Some(before)) = (cpu, before) {
+        tally.add(set, &before, &set.snapshot()?, result.recorder.completed_count());
+    }
+    Ok(result)
 }
 
 fn append(total: &mut Option<RunResult>, segment: Option<RunResult>) {

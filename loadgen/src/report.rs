@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use serde::Serialize;
 
 use crate::{
+    cpu::CpuReport,
     engine::RunResult,
     stats::{LatencySummary, TimelinePoint},
 };
@@ -20,6 +21,9 @@ pub struct BaselineReport {
     pub completed: u64,
     pub elapsed_secs: f64,
     pub errors: BTreeMap<String, u64>,
+    /// With `--cpu-of`: CPU per saga during the baseline's segments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuReport>,
 }
 
 impl BaselineReport {
@@ -31,6 +35,7 @@ impl BaselineReport {
             completed: result.recorder.completed_count(),
             elapsed_secs: result.elapsed.as_secs_f64(),
             errors: result.recorder.errors().clone(),
+            cpu: None,
         }
     }
 }
@@ -127,6 +132,10 @@ pub struct Report {
     /// figures above are those of all segments together, but for the two ratios.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rounds: Vec<RoundReport>,
+    /// With `--cpu-of`: CPU per saga by process during the measured segments
+    /// (the baseline's is under `baseline.cpu`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuReport>,
 }
 
 /// What the run was, for the report's header.
@@ -175,7 +184,13 @@ impl Report {
             p50_ratio,
             baseline,
             rounds: Vec::new(),
+            cpu: None,
         }
+    }
+
+    pub fn with_cpu(mut self, cpu: Option<CpuReport>) -> Self {
+        self.cpu = cpu;
+        self
     }
 
     /// The report of rounds whose segments `result` and `baseline` hold together:
@@ -260,6 +275,11 @@ impl Report {
                 );
             }
         }
+        for (label, cpu) in [("", &self.cpu), ("baseline ", &self.baseline.as_ref().and_then(|b| b.cpu.clone()))] {
+            if let Some(cpu) = cpu {
+                let _ = writeln!(md, "| {label}CPU per saga (ms) | {} |", cpu.to_text());
+            }
+        }
         if !self.errors_by_call.is_empty() {
             let _ = writeln!(md);
             let _ = writeln!(md, "Errors by call: {}.", map_text(&self.errors_by_call));
@@ -305,6 +325,12 @@ impl Report {
                 text,
                 "baseline: {b:.1} sagas/s, p50 {p50:.1} ms; ratio {ratio:.2}, p50 ratio {p50_ratio:.2}{median}"
             );
+        }
+        if let Some(cpu) = &self.cpu {
+            let _ = writeln!(text, "CPU per saga (ms): {}", cpu.to_text());
+        }
+        if let Some(cpu) = self.baseline.as_ref().and_then(|b| b.cpu.as_ref()) {
+            let _ = writeln!(text, "baseline CPU per saga (ms): {}", cpu.to_text());
         }
         let _ = write!(
             text,
@@ -381,6 +407,7 @@ mod tests {
             completed: 100,
             elapsed_secs: 0.5,
             errors: BTreeMap::new(),
+            cpu: None,
         };
         let report = Report::new(description(), &result(), Some(baseline));
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
@@ -411,6 +438,7 @@ mod tests {
             completed: 100,
             elapsed_secs: 1.0,
             errors: BTreeMap::new(),
+            cpu: None,
         };
         let report = Report::new(description(), &result(), Some(baseline));
         let md = report.to_markdown();
@@ -462,6 +490,32 @@ mod tests {
         assert_eq!(json["rounds"][1]["ratio"], 0.4);
         assert!(report.to_markdown().contains("| 2 | 200.0 | 80.0 | 0.40 | 2.00 ms | 6.00 ms | 3.00 |"));
         assert!(report.to_text().contains("round 3: baseline 100.0 sagas/s, p50 5.00 ms; system 60.0 sagas/s"));
+    }
+
+    #[test]
+    fn cpu_per_saga_appears_in_every_format_for_the_system_and_the_baseline() {
+        let cpu = |ms: f64| CpuReport {
+            ms_per_saga: [("loadgen".to_owned(), ms), ("redis-server".to_owned(), 0.25)].into_iter().collect(),
+            total: ms + 0.25,
+            sagas: 100,
+        };
+        let baseline = BaselineReport { cpu: Some(cpu(0.5)), ..BaselineReport::of(&run(100, 4, 1)) };
+        let report = Report::new(description(), &result(), Some(baseline)).with_cpu(Some(cpu(0.125)));
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+        assert_eq!(json["cpu"]["ms_per_saga"]["redis-server"], 0.25);
+        assert_eq!(json["cpu"]["total"], 0.375);
+        assert_eq!(json["baseline"]["cpu"]["ms_per_saga"]["loadgen"], 0.5);
+        let text = report.to_text();
+        assert!(text.contains("\nCPU per saga (ms): loadgen 0.125, redis-server 0.250, total 0.375\n"), "{text}");
+        assert!(
+            text.contains("\nbaseline CPU per saga (ms): loadgen 0.500, redis-server 0.250, total 0.750\n"),
+            "{text}"
+        );
+        let md = report.to_markdown();
+        assert!(md.contains("| baseline CPU per saga (ms) | loadgen 0.500, redis-server 0.250, total 0.750 |"), "{md}");
+        let plain: serde_json::Value =
+            serde_json::from_str(&Report::new(description(), &result(), None).to_json()).expect("valid JSON");
+        assert!(plain.get("cpu").is_none());
     }
 
     #[test]
