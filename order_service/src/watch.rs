@@ -2,8 +2,9 @@
 //! until the saga is settled.
 //!
 //! The decision a reader must know: a watcher does not block a Redis connection of
-//! its own on its saga's stream. Every save that stores events publishes the saga's
-//! id and those events on one channel per namespace
+//! its own on its saga's stream. Every save that stores events of a saga someone
+//! has watched ([`SagaStore::watch_and_load`] marks it) publishes the saga's id and
+//! those events on one channel per namespace
 //! ([`saga::store::SagaStore::events_channel`], [`EventsNotice`]); each replica
 //! holds one subscribed connection ([`EventNotifier`]) and hands each notice to the
 //! watchers of that saga, which send its events on when they follow the last event
@@ -283,7 +284,7 @@ pub async fn start_watch(
 ) -> Result<Option<WatchStart>, saga::store::StoreError> {
     let mut subscription = notifier.subscribe(order_id);
     subscription.mark_seen();
-    let (saga, first) = store.load_with_events::<OrderData>(order_id, after, REPLAY_BATCH).await?;
+    let (saga, first) = store.watch_and_load::<OrderData>(order_id, after, REPLAY_BATCH).await?;
     Ok(saga.map(|saga| WatchStart { subscription, active: saga.status.is_active(), first }))
 }
 

@@ -2,13 +2,13 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{p}saga:{<id>}` | hash | `v` version, `s` state (JSON), `label` (e.g. the order state), `e` the id of its last event, `u` whether the indexes hold it as unfinished (`1`/`0`) |
+//! | `{p}saga:{<id>}` | hash | `v` version, `s` state (JSON), `label` (e.g. the order state), `e` the id of its last event, `u` whether the indexes hold it as unfinished (`1`/`0`), `w` set once someone watched it ([`SagaStore::watch_and_load`]) |
 //! | `{p}saga:{<id>}:events` | stream | one entry per event; watchers replay and tail it |
 //! | `{p}sagas:wake` | sorted set | saga id by the time the sweeper must look at it |
 //! | `{p}sagas:unfinished` | sorted set | running, compensating or parked sagas by creation time (stuck = unfinished too long) |
 //! | `{p}sagas:all`, `{p}sagas:label:<label>` | sorted sets | ids for listing (UUIDv7 ids sort by time) |
 //! | `{p}sagas:finished` | sorted set | finished sagas by the time they finished: what [`SagaStore::prune`] deletes after the retention |
-//! | `{p}sagas:events` | pub/sub channel | every save that stores events publishes the saga's id and those events ([`EventsNotice`]): watchers follow it instead of each blocking a connection on its stream |
+//! | `{p}sagas:events` | pub/sub channel | every save that stores events of a watched saga (`w` set) publishes the saga's id and those events ([`EventsNotice`]): watchers follow it instead of each blocking a connection on its stream, and sagas nobody watches cost no message to every replica |
 //!
 //! A finished saga is kept for a retention period, then [`SagaStore::prune`] deletes
 //! its hash, its event stream, its index entries and the key that pointed at it
@@ -154,7 +154,8 @@ const SAVE: &str = r#"
 --       12 fields per event (XADD's field/value arguments), 13.. the events' fields, flat
 -- The hash's 'u' is the unfinished flag the indexes were last moved for: a save that
 -- does not change it (most do not) leaves the unfinished and finished indexes alone.
-local stored = redis.call('HMGET', KEYS[1], 'v', 'e', 'u')
+-- 'w' is set once a watch started: only then is there anyone to notify.
+local stored = redis.call('HMGET', KEYS[1], 'v', 'e', 'u', 'w')
 local current = stored[1]
 if ARGV[1] == '0' then
   if current then return -1 end
@@ -204,7 +205,7 @@ if KEYS[6] ~= KEYS[7] or ARGV[1] == '0' then
   redis.call('ZREM', KEYS[6], ARGV[4])
   redis.call('ZADD', KEYS[7], 0, ARGV[4])
 end
-if #ids > 0 then
+if #ids > 0 and stored[4] then
   -- "<saga id>\n<JSON>": the events themselves, so a watcher needs no read of the
   -- stream, and the id of the entry before them, so it can tell it missed none.
   -- The events are ARGV[7] as it came: Lua never decodes them.
@@ -214,6 +215,10 @@ if #ids > 0 then
 end
 return version
 "#;
+
+/// Sets the saga hash's `w` (watched) field, only if the saga exists.
+const MARK_WATCHED: &str =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'w', '1') end return 0";
 
 /// Deletes up to ARGV[2] sagas that finished at or before ARGV[1], with their
 /// events, index entries and linked key (deleted only while it still names the
@@ -305,20 +310,31 @@ impl SagaStore {
         decode_state(id, stored)
     }
 
-    /// Loads a saga and its events after `after` (exclusive; `None` for all, up to
-    /// `count`) in one round trip: what a watch needs to start. The two reads are
-    /// pipelined, not atomic; a save between them shows as events newer than the
-    /// state, which a watcher sends on like any others.
-    pub async fn load_with_events<D: DeserializeOwned>(
+    /// What a watch needs to start, in one round trip: marks the saga watched (if
+    /// it exists), so that from now on every save that stores events publishes
+    /// them on [`Self::events_channel`], then loads it and its events after `after`
+    /// (exclusive; `None` for all, up to `count`). Subscribe to the notices before
+    /// calling this: a save before the mark is in the events read here, a save
+    /// after it is in a notice. The three commands are pipelined, not atomic; a save
+    /// between them shows as events newer than the state, and possibly also as a
+    /// notice of events already read, which a watcher recognises by their ids.
+    pub async fn watch_and_load<D: DeserializeOwned>(
         &self,
         id: &str,
         after: Option<&str>,
         count: usize,
     ) -> Result<(Option<SagaState<D>>, Vec<StoredEvent>), StoreError> {
         let mut conn = self.conn.clone();
+        let state_key = self.state_key(id);
         let (stored, events): ((Option<u64>, Option<String>), StreamEntries) = redis::pipe()
+            // Only an existing saga: a watch of an unknown id must not leave a key.
+            .cmd("EVAL")
+            .arg(MARK_WATCHED)
+            .arg(1)
+            .arg(&state_key)
+            .ignore()
             .cmd("HMGET")
-            .arg(self.state_key(id))
+            .arg(&state_key)
             .arg("v")
             .arg("s")
             .cmd("XRANGE")

@@ -96,12 +96,15 @@ async fn two_writers_from_one_version_cannot_both_advance_a_saga() {
     assert_eq!(events[3].field("step"), "PAY");
     // A watch's start: the state and the events after an id, in one round trip.
     let (loaded, after_second) =
-        store.load_with_events::<u32>(&state.saga_id, Some(&events[1].id), 100).await.expect("load with events");
+        store.watch_and_load::<u32>(&state.saga_id, Some(&events[1].id), 100).await.expect("watch and load");
     assert_eq!(loaded.map(|s| (s.version, s.data)), Some((2, 1)));
     assert_eq!(after_second, events[2..]);
-    let (missing, none) =
-        store.load_with_events::<u32>("0190b5c2-0000-7000-8000-00000000dead", None, 100).await.expect("no saga");
+    let unknown = "0190b5c2-0000-7000-8000-00000000dead";
+    let (missing, none) = store.watch_and_load::<u32>(unknown, None, 100).await.expect("no saga");
     assert!(missing.is_none() && none.is_empty());
+    let left: i64 =
+        redis::cmd("EXISTS").arg(format!("{prefix}saga:{{{unknown}}}")).query_async(&mut conn).await.expect("exists");
+    assert_eq!(left, 0, "watching an unknown saga leaves no key");
 
     // The deadline index follows the state: due at PAY's deadline, claimed once.
     let deadline = stored.wake_at_ms().expect("awaiting PAY");
@@ -197,7 +200,7 @@ async fn prune_deletes_sagas_finished_before_the_cutoff_with_their_indexes_and_l
 }
 
 #[tokio::test]
-async fn a_save_that_stores_events_publishes_them_after_the_previous_one_and_one_without_events_does_not() {
+async fn a_watched_sagas_save_publishes_its_events_after_the_previous_ones_and_other_saves_do_not() {
     let (store, mut conn, prefix) = store().await;
     let def = definition();
     let machine = SagaMachine::new(&def, &Domain);
@@ -215,16 +218,21 @@ async fn a_save_that_stores_events_publishes_them_after_the_previous_one_and_one
         (id.to_owned(), EventsNotice::parse(json.expect("a notice with events")).expect("notice parses"))
     };
 
-    let id = "0190b5c2-0000-7000-8000-0000000000b1";
+    // Two sagas; nobody watches `unwatched`, `id` is watched once it exists.
+    let (id, unwatched) = ("0190b5c2-0000-7000-8000-0000000000b1", "0190b5c2-0000-7000-8000-0000000000b2");
+    let (other, t_other) = machine.start(unwatched.into(), 0, Clock { now_ms: 1_000, jitter: 0.0 });
+    store.save(&def, &other, &t_other.events, None, "PENDING", None).await.expect("save");
     let (state, t) = machine.start(id.into(), 0, Clock { now_ms: 1_000, jitter: 0.0 });
     assert!(!t.events.is_empty());
     assert_eq!(store.save(&def, &state, &t.events, None, "PENDING", None).await.expect("save"), SaveOutcome::Saved(1));
-    let (channel, message) = next_message(&mut messages).await.expect("a message");
-    assert_eq!(channel, store.events_channel());
-    let (saga, first) = notice_of(&message);
-    assert_eq!(saga, id);
-    assert_eq!(first.prev, "", "the saga's first events follow nothing");
-    assert_eq!(first.events, store.events_after(id, None, 100).await.expect("events"), "the stream's entries");
+    let (_, first) = store.watch_and_load::<u32>(id, None, 100).await.expect("watch");
+    let first_id = first.last().map(|e| e.id.clone());
+    let mut other: SagaState<u32> = store.load(unwatched).await.expect("load").expect("exists");
+    let command = other.pending.clone().expect("awaits RESERVE").message_id;
+    let t_other = machine
+        .on_reply(&mut other, &command, Outcome::Success(()), Clock { now_ms: 1_050, jitter: 0.0 })
+        .expect("applies");
+    store.save(&def, &other, &t_other.events, Some("PENDING"), "PENDING", None).await.expect("save");
 
     // Saved again with no events (the sweeper's re-index): nothing to wake anyone for.
     let stored: SagaState<u32> = store.load(id).await.expect("load").expect("exists");
@@ -238,12 +246,15 @@ async fn a_save_that_stores_events_publishes_them_after_the_previous_one_and_one
         .on_reply(&mut stored, &command, Outcome::Success(()), Clock { now_ms: 1_050, jitter: 0.0 })
         .expect("applies");
     store.save(&def, &stored, &t.events, Some("PENDING"), "PENDING", None).await.expect("save");
-    let (_, second) = notice_of(&next_message(&mut messages).await.expect("a message").1);
+    let (channel, message) = next_message(&mut messages).await.expect("a message");
+    assert_eq!(channel, store.events_channel());
+    let (saga, second) = notice_of(&message);
     assert_eq!(
-        Some(second.prev.as_str()),
-        first.last_id(),
-        "the next message is this save's: it follows the first events, and the save without events published nothing"
+        (saga.as_str(), Some(second.prev.as_str())),
+        (id, first_id.as_deref()),
+        "the first message is this save's: the saves before the watch, the unwatched saga's and the one \
+         without events published nothing, and it follows the events the watch read"
     );
-    assert_eq!(second.events, store.events_after(id, first.last_id(), 100).await.expect("events"));
+    assert_eq!(second.events, store.events_after(id, first_id.as_deref(), 100).await.expect("events"));
     cleanup(&mut conn, &prefix).await;
 }
