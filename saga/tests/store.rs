@@ -55,11 +55,10 @@ fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()
 }
 
+/// SCAN, not KEYS: on a Redis shared with millions of other keys, KEYS blocks the
+/// server for seconds and times out the tests running beside this one.
 async fn cleanup(conn: &mut redis::aio::ConnectionManager, prefix: &str) {
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(conn).await.unwrap_or_default();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL").arg(keys).query_async(conn).await.expect("cleanup");
-    }
+    service_kit::store::delete_prefix(conn, prefix).await.expect("cleanup");
 }
 
 #[tokio::test]

@@ -55,17 +55,42 @@ fn nodelay(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
 /// Deletes every key that starts with `prefix` (tests clean their namespace).
 pub async fn delete_prefix(conn: &mut ConnectionManager, prefix: &str) -> redis::RedisResult<usize> {
     let pattern = format!("{}*", escape_glob(prefix));
-    let mut cursor: u64 = 0;
     let mut deleted = 0;
+    scan(conn, &pattern, async |conn, keys| {
+        deleted += keys.len();
+        redis::cmd("UNLINK").arg(keys).query_async::<()>(conn).await
+    })
+    .await?;
+    Ok(deleted)
+}
+
+/// The keys that match the glob `pattern`. SCAN, not KEYS: on a Redis that holds
+/// millions of keys (a shared one), KEYS blocks every other client for seconds.
+pub async fn keys_matching(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    let mut found = Vec::new();
+    scan(conn, pattern, async |_, keys| {
+        found.extend_from_slice(keys);
+        Ok(())
+    })
+    .await?;
+    Ok(found)
+}
+
+/// Runs `each` on every batch of keys that SCAN finds for `pattern`.
+async fn scan(
+    conn: &mut ConnectionManager,
+    pattern: &str,
+    mut each: impl AsyncFnMut(&mut ConnectionManager, &[String]) -> redis::RedisResult<()>,
+) -> redis::RedisResult<()> {
+    let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).query_async(conn).await?;
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(500).query_async(conn).await?;
         if !keys.is_empty() {
-            deleted += keys.len();
-            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(conn).await?;
+            each(conn, &keys).await?;
         }
         if next == 0 {
-            return Ok(deleted);
+            return Ok(());
         }
         cursor = next;
     }
@@ -78,4 +103,35 @@ fn escape_glob(s: &str) -> String {
             c => vec![c],
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_under_a_prefix_are_found_and_deleted_and_no_others() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let (_, mut conn) = connect(&url, &CancellationToken::new()).await.expect("Redis must be running");
+        // Glob characters in the prefix are taken literally.
+        let prefix = format!("t-store-scan-{}-[x]*:", std::process::id());
+        let neighbour = format!("t-store-scan-{}-[x]y:kept", std::process::id());
+        let keys: Vec<String> = (0..1200).map(|i| format!("{prefix}k{i}")).collect();
+        for chunk in keys.chunks(400) {
+            let pairs: Vec<(&str, u32)> = chunk.iter().map(|k| (k.as_str(), 1)).collect();
+            let _: () = redis::cmd("MSET").arg(&pairs).query_async(&mut conn).await.expect("mset");
+        }
+        let _: () = redis::cmd("SET").arg(&neighbour).arg(1).query_async(&mut conn).await.expect("set");
+
+        let mut found = keys_matching(&mut conn, &format!("{}*", escape_glob(&prefix))).await.expect("scan");
+        found.sort();
+        let mut expected = keys.clone();
+        expected.sort();
+        assert_eq!(found, expected, "every key, over several SCAN batches, and not the neighbour");
+        assert_eq!(delete_prefix(&mut conn, &prefix).await.expect("delete"), 1200);
+        assert!(keys_matching(&mut conn, &format!("{}*", escape_glob(&prefix))).await.expect("scan").is_empty());
+        let kept: i64 = redis::cmd("EXISTS").arg(&neighbour).query_async(&mut conn).await.expect("exists");
+        assert_eq!(kept, 1, "a key outside the prefix stays");
+        let _: () = redis::cmd("DEL").arg(&neighbour).query_async(&mut conn).await.expect("del");
+    }
 }

@@ -63,7 +63,7 @@ async fn finished_sagas_are_deleted_after_the_retention_and_running_ones_are_kep
     // ticket, the authorization) under the order id on purpose.
     let mut redis = system.env.redis.clone();
     let pattern = format!("{}*{finished}*", system.env.namespace.key_prefix("order"));
-    let left: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut redis).await.expect("keys");
+    let left = service_kit::store::keys_matching(&mut redis, &pattern).await.expect("keys");
     assert!(left.is_empty(), "keys of the pruned saga left behind: {left:?}");
 
     // Its idempotency key went with it: the same key starts a new order.
