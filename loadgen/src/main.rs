@@ -184,19 +184,6 @@ async fn main() -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or_else(rand::random);
     eprintln!("loadgen: seed {seed}, mix {}", args.mix);
 
-    let baseline = if args.baseline || args.baseline_only {
-        let settings = BaselineSettings {
-            amqp_url: args.amqp_url.clone(),
-            redis_url: args.redis_url.clone(),
-            prefetch: args.prefetch,
-            saga_timeout: Duration::from_secs(args.saga_timeout_secs),
-        };
-        let runner = Arc::new(Baseline::start(&settings).await.context("starting the baseline")?);
-        eprintln!("loadgen: baseline in namespace {}", runner.namespace());
-        Some(runner)
-    } else {
-        None
-    };
     let system = if args.baseline_only {
         None
     } else {
@@ -220,40 +207,60 @@ async fn main() -> anyhow::Result<()> {
         Some(Arc::new(SystemRunner::connect(&args.target, connections, settings).await?))
     };
 
+    // The baseline starts (declaring its namespace) only once the system answered,
+    // so a wrong --target leaves nothing behind.
+    let baseline = if args.baseline || args.baseline_only {
+        let settings = BaselineSettings {
+            amqp_url: args.amqp_url.clone(),
+            redis_url: args.redis_url.clone(),
+            prefetch: args.prefetch,
+            saga_timeout: Duration::from_secs(args.saga_timeout_secs),
+        };
+        let runner = Arc::new(Baseline::start(&settings).await.context("starting the baseline")?);
+        eprintln!("loadgen: baseline in namespace {}", runner.namespace());
+        Some(runner)
+    } else {
+        None
+    };
     // Baseline then system, once or for every round; each warms up before its
     // first segment.
     let (mut baseline_result, mut system_result) = (None::<RunResult>, None::<RunResult>);
     let mut round_reports = Vec::new();
     let (mut baseline_cpu, mut system_cpu) = (CpuTally::default(), CpuTally::default());
-    for round in 0..rounds {
-        let b = match &baseline {
-            Some(runner) => {
-                let cpu = processes.as_ref().map(|set| (set, &mut baseline_cpu));
-                Some(segment(&args, "baseline", seed, round, runner.clone(), cpu).await?)
+    let measured = async {
+        for round in 0..rounds {
+            let b = match &baseline {
+                Some(runner) => {
+                    let cpu = processes.as_ref().map(|set| (set, &mut baseline_cpu));
+                    Some(segment(&args, "baseline", seed, round, runner.clone(), cpu).await?)
+                }
+                None => None,
+            };
+            let s = match &system {
+                Some(runner) => {
+                    let cpu = processes.as_ref().map(|set| (set, &mut system_cpu));
+                    Some(segment(&args, "system", seed, round, runner.clone(), cpu).await?)
+                }
+                None => None,
+            };
+            if let (Some(b), Some(s)) = (&b, &s)
+                && rounds > 1
+            {
+                round_reports.push(RoundReport::of(b, s));
             }
-            None => None,
-        };
-        let s = match &system {
-            Some(runner) => {
-                let cpu = processes.as_ref().map(|set| (set, &mut system_cpu));
-                Some(segment(&args, "system", seed, round, runner.clone(), cpu).await?)
-            }
-            None => None,
-        };
-        if let (Some(b), Some(s)) = (&b, &s)
-            && rounds > 1
-        {
-            round_reports.push(RoundReport::of(b, s));
+            append(&mut baseline_result, b);
+            append(&mut system_result, s);
         }
-        append(&mut baseline_result, b);
-        append(&mut system_result, s);
+        anyhow::Ok(())
     }
+    .await;
     if let Some(runner) = baseline {
         let Ok(runner) = Arc::try_unwrap(runner) else { anyhow::bail!("the baseline is still in use") };
         if let Err(error) = runner.cleanup().await {
             eprintln!("loadgen: cleaning up the baseline's namespace: {error:#}");
         }
     }
+    measured?;
     let ticks = cpu::ticks_per_second();
     let cpu_report = |tally: &CpuTally| processes.as_ref().map(|_| tally.report(ticks));
     let baseline_report = baseline_result
