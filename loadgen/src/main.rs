@@ -143,9 +143,10 @@ impl Args {
         }
     }
 
-    /// Round `round` (from 0) of `rounds`: an even share of the run, the last
+    /// Round `round` (from 0) of `--rounds`: an even share of the run, the last
     /// round taking what does not divide.
-    fn segment_plan(&self, label: &str, seed: u64, round: u64, rounds: u64) -> Plan {
+    fn segment_plan(&self, label: &str, seed: u64, round: u64) -> Plan {
+        let rounds = self.rounds;
         let stop = match self.stop() {
             Stop::Sagas(n) if round + 1 == rounds => Stop::Sagas(n - n / rounds * (rounds - 1)),
             Stop::Sagas(n) => Stop::Sagas(n / rounds),
@@ -320,7 +321,7 @@ async fn segment<R: SagaRunner>(
         engine::run(&args.warmup_plan(label, seed.wrapping_add(1)), runner.clone()).await;
     }
     let before = cpu.as_ref().map(|(set, _)| set.snapshot()).transpose()?;
-    let result = engine::run(&args.segment_plan(label, seed, round, args.rounds), runner).await;
+    let result = engine::run(&args.segment_plan(label, seed, round), runner).await;
     if let (Some((set, tally)), Some(before)) = (cpu, before) {
         tally.add(set, &before, &set.snapshot()?, result.recorder.completed_count());
     }
@@ -348,18 +349,18 @@ mod tests {
     #[test]
     fn rounds_share_the_sagas_and_the_last_takes_the_rest() {
         let a = args(&["--sagas", "10", "--rounds", "3", "--baseline"]);
-        let stops: Vec<_> = (0..3).map(|r| a.segment_plan("system", 1, r, 3).stop).collect();
+        let stops: Vec<_> = (0..3).map(|r| a.segment_plan("system", 1, r).stop).collect();
         assert!(matches!(stops[..], [Stop::Sagas(3), Stop::Sagas(3), Stop::Sagas(4)]), "{stops:?}");
-        assert_eq!(a.segment_plan("system", 1, 1, 3).label, "system 2/3");
+        assert_eq!(a.segment_plan("system", 1, 1).label, "system 2/3");
         let whole = args(&["--sagas", "10"]);
-        assert!(matches!(whole.segment_plan("system", 1, 0, 1).stop, Stop::Sagas(10)));
-        assert_eq!(whole.segment_plan("system", 1, 0, 1).label, "system");
+        assert!(matches!(whole.segment_plan("system", 1, 0).stop, Stop::Sagas(10)));
+        assert_eq!(whole.segment_plan("system", 1, 0).label, "system");
     }
 
     #[test]
     fn rounds_share_a_duration_evenly() {
         let a = args(&["--duration", "30", "--rate", "100", "--rounds", "4", "--baseline"]);
-        let stop = a.segment_plan("baseline", 1, 3, 4).stop;
+        let stop = a.segment_plan("baseline", 1, 3).stop;
         assert!(matches!(stop, Stop::Duration(d) if d == Duration::from_millis(7500)), "{stop:?}");
     }
 

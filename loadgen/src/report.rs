@@ -56,15 +56,15 @@ pub struct RoundReport {
 
 impl RoundReport {
     pub fn of(baseline: &RunResult, system: &RunResult) -> Self {
-        let (b, s) = (BaselineReport::of(baseline), system);
-        let p50_ms = s.recorder.latency().p50;
+        let (baseline_sagas_per_sec, sagas_per_sec) = (baseline.sagas_per_sec(), system.sagas_per_sec());
+        let (baseline_p50_ms, p50_ms) = (baseline.recorder.latency().p50, system.recorder.latency().p50);
         Self {
-            baseline_sagas_per_sec: b.sagas_per_sec,
-            baseline_p50_ms: b.latency_ms.p50,
-            sagas_per_sec: s.sagas_per_sec(),
+            baseline_sagas_per_sec,
+            baseline_p50_ms,
+            sagas_per_sec,
             p50_ms,
-            ratio: quotient(s.sagas_per_sec(), b.sagas_per_sec).unwrap_or(0.0),
-            p50_ratio: quotient(p50_ms, b.latency_ms.p50).unwrap_or(0.0),
+            ratio: quotient(sagas_per_sec, baseline_sagas_per_sec).unwrap_or(0.0),
+            p50_ratio: quotient(p50_ms, baseline_p50_ms).unwrap_or(0.0),
         }
     }
 }
@@ -193,6 +193,13 @@ impl Report {
         self
     }
 
+    /// The system's and the baseline's CPU reports that there are, each with the
+    /// label its lines start with.
+    fn cpu_reports(&self) -> impl Iterator<Item = (&'static str, &CpuReport)> {
+        let baseline = self.baseline.as_ref().and_then(|b| b.cpu.as_ref());
+        [("", self.cpu.as_ref()), ("baseline ", baseline)].into_iter().filter_map(|(label, cpu)| Some((label, cpu?)))
+    }
+
     /// The report of rounds whose segments `result` and `baseline` hold together:
     /// the two ratios become the medians of the rounds' own, which a drift of the
     /// machine's speed between rounds does not move the way it moves the totals.
@@ -275,10 +282,8 @@ impl Report {
                 );
             }
         }
-        for (label, cpu) in [("", &self.cpu), ("baseline ", &self.baseline.as_ref().and_then(|b| b.cpu.clone()))] {
-            if let Some(cpu) = cpu {
-                let _ = writeln!(md, "| {label}CPU per saga (ms) | {} |", cpu.to_text());
-            }
+        for (label, cpu) in self.cpu_reports() {
+            let _ = writeln!(md, "| {label}CPU per saga (ms) | {} |", cpu.to_text());
         }
         if !self.errors_by_call.is_empty() {
             let _ = writeln!(md);
@@ -326,11 +331,8 @@ impl Report {
                 "baseline: {b:.1} sagas/s, p50 {p50:.1} ms; ratio {ratio:.2}, p50 ratio {p50_ratio:.2}{median}"
             );
         }
-        if let Some(cpu) = &self.cpu {
-            let _ = writeln!(text, "CPU per saga (ms): {}", cpu.to_text());
-        }
-        if let Some(cpu) = self.baseline.as_ref().and_then(|b| b.cpu.as_ref()) {
-            let _ = writeln!(text, "baseline CPU per saga (ms): {}", cpu.to_text());
+        for (label, cpu) in self.cpu_reports() {
+            let _ = writeln!(text, "{label}CPU per saga (ms): {}", cpu.to_text());
         }
         let _ = write!(
             text,

@@ -147,11 +147,12 @@ impl Recorder {
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = self.latency.add(&later.latency);
         let first = offset.as_secs() as usize;
-        for (i, bucket) in later.buckets.iter().enumerate() {
-            while self.buckets.len() <= first + i {
-                self.buckets.push(histogram());
-            }
-            let _ = self.buckets[first + i].add(bucket);
+        let end = first + later.buckets.len();
+        if self.buckets.len() < end {
+            self.buckets.resize_with(end, histogram);
+        }
+        for (mine, theirs) in self.buckets[first..end].iter_mut().zip(&later.buckets) {
+            let _ = mine.add(theirs);
         }
         for (code, n) in &later.errors {
             *self.errors.entry(code.clone()).or_default() += n;

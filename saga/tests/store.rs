@@ -226,12 +226,16 @@ async fn a_watched_sagas_save_publishes_its_events_after_the_previous_ones_and_o
     assert_eq!(store.save(&def, &state, &t.events, None, "PENDING", None).await.expect("save"), SaveOutcome::Saved(1));
     let (_, first) = store.watch_and_load::<u32>(id, None, 100).await.expect("watch");
     let first_id = first.last().map(|e| e.id.clone());
-    let mut other: SagaState<u32> = store.load(unwatched).await.expect("load").expect("exists");
-    let command = other.pending.clone().expect("awaits RESERVE").message_id;
-    let t_other = machine
-        .on_reply(&mut other, &command, Outcome::Success(()), Clock { now_ms: 1_050, jitter: 0.0 })
-        .expect("applies");
-    store.save(&def, &other, &t_other.events, Some("PENDING"), "PENDING", None).await.expect("save");
+    // Loads the saga, applies a successful reply to what it awaits, and saves it.
+    let reply_to = async |id: &str| {
+        let mut stored: SagaState<u32> = store.load(id).await.expect("load").expect("exists");
+        let command = stored.pending.clone().expect("awaits RESERVE").message_id;
+        let t = machine
+            .on_reply(&mut stored, &command, Outcome::Success(()), Clock { now_ms: 1_050, jitter: 0.0 })
+            .expect("applies");
+        store.save(&def, &stored, &t.events, Some("PENDING"), "PENDING", None).await.expect("save");
+    };
+    reply_to(unwatched).await;
 
     // Saved again with no events (the sweeper's re-index): nothing to wake anyone for.
     let stored: SagaState<u32> = store.load(id).await.expect("load").expect("exists");
@@ -239,12 +243,7 @@ async fn a_watched_sagas_save_publishes_its_events_after_the_previous_ones_and_o
         store.save(&def, &stored, &[], Some("PENDING"), "PENDING", None).await.expect("save"),
         SaveOutcome::Saved(2)
     );
-    let mut stored: SagaState<u32> = store.load(id).await.expect("load").expect("exists");
-    let command = stored.pending.clone().expect("awaits RESERVE").message_id;
-    let t = machine
-        .on_reply(&mut stored, &command, Outcome::Success(()), Clock { now_ms: 1_050, jitter: 0.0 })
-        .expect("applies");
-    store.save(&def, &stored, &t.events, Some("PENDING"), "PENDING", None).await.expect("save");
+    reply_to(id).await;
     let (channel, message) = next_message(&mut messages).await.expect("a message");
     assert_eq!(channel, store.events_channel());
     let (saga, second) = notice_of(&message);
