@@ -5,8 +5,11 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    service_kit::threads::tokio_runtime(service_kit::threads::Workers::One)?.block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let settings = accounting_service::Settings::from_env()?;
     let _telemetry = service_kit::telemetry::init(settings.common.log_format, "accounting_service");
     let shutdown = service_kit::shutdown::on_signal();

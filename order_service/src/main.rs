@@ -7,8 +7,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    service_kit::threads::tokio_runtime(service_kit::threads::Workers::PerCore)?.block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let settings = order_service::Settings::from_env().context("reading settings")?;
     let _telemetry = service_kit::telemetry::init(settings.common.log_format, "order_service");
     tracing::info!(?settings, "starting order_service");

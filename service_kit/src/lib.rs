@@ -24,6 +24,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod threads;
 
 pub use namespace::Namespace;
 pub use tokio_util::sync::CancellationToken;
