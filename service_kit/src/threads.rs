@@ -5,7 +5,7 @@
 //! what it pays for is wake-ups, and with two workers every delivery also wakes
 //! the idle worker to look for work to steal (visible in `strace` as futex calls
 //! between the two). Measured in docs/performance.md: one worker cuts the
-//! participants' CPU per saga by 10–15 % and raises the closed-loop throughput.
+//! participants' CPU per saga by 10–15 %; throughput stays within the noise.
 //! order_service serves gRPC beside its replies and needs the second core.
 //!
 //! `TOKIO_WORKER_THREADS`, tokio's own variable, overrides either default, so a
