@@ -139,6 +139,7 @@ async fn consume(
     tracing::info!(queue = %settings.queue.name, prefetch = settings.prefetch, "consuming");
 
     let (acks, batcher) = Acks::start(channel.clone(), settings.ack_delay, settings.queue.name.clone());
+    let counters = Arc::new(Counters::new(&settings.queue.name));
     let tasks = TaskTracker::new();
     let result = loop {
         tokio::select! {
@@ -158,7 +159,10 @@ async fn consume(
                     let queue = settings.queue.clone();
                     let retry_delay = settings.retry_delay;
                     let acks = acks.clone();
-                    tasks.spawn(async move { dispose(delivery, &*handler, &publisher, &queue, retry_delay, &acks).await });
+                    let counters = counters.clone();
+                    tasks.spawn(async move {
+                        dispose(delivery, &*handler, &publisher, &queue, retry_delay, &acks, &counters).await
+                    });
                 }
                 Some(Err(error)) => break Err(error),
                 None => break Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
@@ -186,6 +190,27 @@ async fn consume(
     result
 }
 
+/// The consumer's metric handles, registered once per consumer rather than looked
+/// up (and their labels allocated) for every message.
+struct Counters {
+    ack: metrics::Counter,
+    retry: metrics::Counter,
+    dead_letter: metrics::Counter,
+    dead_lettered: metrics::Counter,
+}
+
+impl Counters {
+    fn new(queue: &str) -> Self {
+        let disposition = |outcome: &'static str| metrics::counter!("ftgo_messages_total", "queue" => queue.to_owned(), "disposition" => outcome);
+        Self {
+            ack: disposition("ack"),
+            retry: disposition("retry"),
+            dead_letter: disposition("dead_letter"),
+            dead_lettered: metrics::counter!("ftgo_messages_dead_lettered_total", "queue" => queue.to_owned()),
+        }
+    }
+}
+
 async fn dispose(
     delivery: Delivery,
     handler: &dyn MessageHandler,
@@ -193,6 +218,7 @@ async fn dispose(
     queue: &QueueSpec,
     retry_delay: Duration,
     acks: &Acks,
+    counters: &Counters,
 ) {
     let message = IncomingMessage {
         queue: &queue.name,
@@ -209,12 +235,12 @@ async fn dispose(
         order_id = delivery.properties.correlation_id().as_ref().map(|s| s.as_str()).unwrap_or(""),
     );
     let disposition = handler.handle(message).instrument(span).await;
-    let outcome = match &disposition {
-        Disposition::Ack => "ack",
-        Disposition::Retry(_) => "retry",
-        Disposition::DeadLetter(_) => "dead_letter",
-    };
-    metrics::counter!("ftgo_messages_total", "queue" => queue.name.clone(), "disposition" => outcome).increment(1);
+    match &disposition {
+        Disposition::Ack => &counters.ack,
+        Disposition::Retry(_) => &counters.retry,
+        Disposition::DeadLetter(_) => &counters.dead_letter,
+    }
+    .increment(1);
     let tag = delivery.delivery_tag;
     let result = match disposition {
         Disposition::Ack => {
@@ -226,7 +252,10 @@ async fn dispose(
             tokio::time::sleep(retry_delay).await;
             delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
         }
-        Disposition::DeadLetter(reason) => dead_letter(&delivery, publisher, queue, &reason).await,
+        Disposition::DeadLetter(reason) => {
+            counters.dead_lettered.increment(1);
+            dead_letter(&delivery, publisher, queue, &reason).await
+        }
     };
     // Sent (or the channel is gone): a batched `multiple` ack may pass this tag now.
     acks.settled(tag);
@@ -282,7 +311,6 @@ async fn dead_letter(
     if let Some(v) = props.reply_to() {
         copy = copy.with_reply_to(v.clone());
     }
-    metrics::counter!("ftgo_messages_dead_lettered_total", "queue" => queue.name.clone()).increment(1);
     match publisher.publish_raw(&queue.dead_letter_exchange(), &queue.name, &delivery.data, copy).await {
         Ok(()) => delivery.ack(BasicAckOptions::default()).await,
         Err(error) => {

@@ -3,7 +3,8 @@
 //! stops, nothing is left in the queue (a delivery never acked would be back in it
 //! once its channel closed), the requeued one was handled twice (a `multiple` ack
 //! that covered it before its requeue would have lost it), and the dead-letter queue
-//! holds the one.
+//! holds the one. The consumer's counters say the same: one dead-lettered, one
+//! requeued, the rest acked.
 
 use std::{
     collections::HashMap,
@@ -15,6 +16,11 @@ use lapin::BasicProperties;
 use messaging::{
     Broker, Disposition, IncomingMessage, MessageHandler, Publisher, QueueSpec,
     consumer::{ConsumerSettings, run_consumer},
+};
+use metrics::{SharedString, Unit};
+use metrics_util::{
+    CompositeKey,
+    debugging::{DebugValue, DebuggingRecorder},
 };
 use test_support::{TestEnv, eventually};
 use tokio_util::sync::CancellationToken;
@@ -60,8 +66,28 @@ impl MessageHandler for Handler {
     }
 }
 
+/// The counters of a snapshot (which drains the recorder: take one).
+type Counters = Vec<(CompositeKey, Option<Unit>, Option<SharedString>, DebugValue)>;
+
+/// The value of counter `name` whose labels include every one of `labels`.
+fn counter(counters: &Counters, name: &str, labels: &[(&str, &str)]) -> u64 {
+    counters
+        .iter()
+        .filter(|(key, ..)| {
+            let key = key.key();
+            key.name() == name
+                && labels.iter().all(|(k, v)| key.labels().any(|label| label.key() == *k && label.value() == *v))
+        })
+        .map(|(.., value)| if let DebugValue::Counter(n) = value { *n } else { 0 })
+        .sum()
+}
+
 #[tokio::test]
 async fn out_of_order_acks_requeues_and_dead_letters_each_settle_once() -> anyhow::Result<()> {
+    // This test binary's only test, so the global recorder is its own.
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install()?;
     let env = TestEnv::new("acks").await?;
     env.track_queue("acks");
     let queue = QueueSpec::new(env.queue("acks"));
@@ -109,6 +135,14 @@ async fn out_of_order_acks_requeues_and_dead_letters_each_settle_once() -> anyho
     }
     let dead_ids: Vec<&str> = dead.iter().map(|d| d.message_id.as_str()).collect();
     assert_eq!(dead_ids, [DEAD]);
+    let counters = snapshotter.snapshot().into_vec();
+    let messages = |disposition| {
+        counter(&counters, "ftgo_messages_total", &[("queue", &queue.name), ("disposition", disposition)])
+    };
+    assert_eq!(messages("ack"), MESSAGES as u64 - 1, "acked: all but the dead-lettered one");
+    assert_eq!(messages("retry"), 1);
+    assert_eq!(messages("dead_letter"), 1);
+    assert_eq!(counter(&counters, "ftgo_messages_dead_lettered_total", &[("queue", &queue.name)]), 1);
     env.cleanup().await;
     Ok(())
 }
