@@ -70,6 +70,10 @@ impl AccountingCommands {
 
 #[async_trait::async_trait]
 impl CommandHandler for AccountingCommands {
+    fn command_types(&self) -> Vec<String> {
+        vec![AuthorizeCardCommand::full_name(), VoidAuthorizationCommand::full_name()]
+    }
+
     async fn handle(&self, command: Command<'_>) -> Result<Reply, CommandError> {
         let type_name = command.envelope.type_name.as_str();
         let message_id = command.envelope.message_id.as_str();

@@ -36,6 +36,10 @@ impl ConsumerCommands {
 
 #[async_trait::async_trait]
 impl CommandHandler for ConsumerCommands {
+    fn command_types(&self) -> Vec<String> {
+        vec![VerifyConsumerCommand::full_name()]
+    }
+
     async fn handle(&self, command: Command<'_>) -> Result<Reply, CommandError> {
         let type_name = command.envelope.type_name.as_str();
         if type_name == VerifyConsumerCommand::full_name() {

@@ -265,6 +265,11 @@ struct Echo;
 
 #[async_trait::async_trait]
 impl CommandHandler for Echo {
+    /// It answers any type; its commands carry none, so they count as `unknown`.
+    fn command_types(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     async fn handle(&self, command: Command<'_>) -> Result<Reply, CommandError> {
         Ok(Reply { type_name: "loadgen.baseline.EchoReply".into(), payload: command.payload.to_vec() })
     }

@@ -38,7 +38,7 @@ pub fn describe_metrics() {
     );
     metrics::describe_counter!(
         "ftgo_commands_total",
-        "Saga commands handled by a participant, by command type and outcome"
+        "Saga commands handled by a participant, by command type (unknown for types it does not handle) and outcome"
     );
 }
 

@@ -3,7 +3,9 @@
 //! then let the consumer ack the command.
 //!
 //! Metrics: `ftgo_commands_total{type, outcome}` (replied, expired, rejected,
-//! retried).
+//! retried). `type` is one of the handler's [`CommandHandler::command_types`], or
+//! `unknown`: a label taken from whatever arrives would let any sender create
+//! series without bound. The counters are registered once, at start.
 //!
 //! Handlers are idempotent by contract: they store their reply under the command's
 //! `message_id` in the same atomic write as their domain change, so a redelivered
@@ -81,7 +83,34 @@ pub enum CommandError {
 /// Handles the commands of one participant.
 #[async_trait::async_trait]
 pub trait CommandHandler: Send + Sync + 'static {
+    /// The full protobuf names of the commands it handles (the envelope's `type`),
+    /// asked once when the loop is built.
+    fn command_types(&self) -> Vec<String>;
+
     async fn handle(&self, command: Command<'_>) -> Result<Reply, CommandError>;
+}
+
+/// The `type` label of commands whose type the handler does not list.
+pub const UNKNOWN_TYPE_LABEL: &str = "unknown";
+
+/// The `ftgo_commands_total` counters of one command type.
+struct Outcomes {
+    replied: metrics::Counter,
+    expired: metrics::Counter,
+    rejected: metrics::Counter,
+    retried: metrics::Counter,
+}
+
+impl Outcomes {
+    fn new(type_label: &str) -> Self {
+        let outcome = |outcome: &'static str| metrics::counter!("ftgo_commands_total", "type" => type_label.to_owned(), "outcome" => outcome);
+        Self {
+            replied: outcome("replied"),
+            expired: outcome("expired"),
+            rejected: outcome("rejected"),
+            retried: outcome("retried"),
+        }
+    }
 }
 
 /// Adapts a [`CommandHandler`] to the consumer loop.
@@ -90,11 +119,26 @@ pub struct ParticipantLoop<H> {
     publisher: Publisher,
     /// The participant's name, on its spans (`service`).
     service: &'static str,
+    /// One entry per type the handler lists (a handful: searched in order).
+    outcomes: Vec<(String, Outcomes)>,
+    unknown: Outcomes,
 }
 
 impl<H: CommandHandler> ParticipantLoop<H> {
     pub fn new(handler: H, publisher: Publisher, service: &'static str) -> Self {
-        Self { handler, publisher, service }
+        let outcomes = handler
+            .command_types()
+            .into_iter()
+            .map(|type_name| {
+                let outcomes = Outcomes::new(&type_name);
+                (type_name, outcomes)
+            })
+            .collect();
+        Self { handler, publisher, service, outcomes, unknown: Outcomes::new(UNKNOWN_TYPE_LABEL) }
+    }
+
+    fn outcomes(&self, type_name: &str) -> &Outcomes {
+        self.outcomes.iter().find(|(known, _)| *known == type_name).map_or(&self.unknown, |(_, outcomes)| outcomes)
     }
 }
 
@@ -125,10 +169,7 @@ impl<H: CommandHandler> MessageHandler for ParticipantLoop<H> {
             .or_else(|| envelope.traceparent.clone())
             .or_else(|| traceparent_for(&envelope.correlation_id));
         async move {
-            let count = |outcome: &'static str| {
-                metrics::counter!("ftgo_commands_total", "type" => envelope.type_name.clone(), "outcome" => outcome)
-                    .increment(1);
-            };
+            let outcomes = self.outcomes(&envelope.type_name);
             if envelope.is_expired(now_millis()) {
                 // The orchestrator has given up on this attempt (and re-sent or
                 // compensated it): acting now could only do harm.
@@ -139,17 +180,17 @@ impl<H: CommandHandler> MessageHandler for ParticipantLoop<H> {
                     deadline_ms = envelope.deadline_ms,
                     "refusing an expired command"
                 );
-                count("expired");
+                outcomes.expired.increment(1);
                 return Disposition::Ack;
             }
             let reply = match self.handler.handle(Command { envelope: &envelope, payload: message.payload }).await {
                 Ok(reply) => reply,
                 Err(error @ (CommandError::Malformed(_) | CommandError::UnknownType(_))) => {
-                    count("rejected");
+                    outcomes.rejected.increment(1);
                     return Disposition::DeadLetter(error.to_string());
                 }
                 Err(CommandError::Transient(reason)) => {
-                    count("retried");
+                    outcomes.retried.increment(1);
                     tracing::warn!(
                         order_id = %envelope.correlation_id,
                         message_id = %envelope.message_id,
@@ -178,7 +219,7 @@ impl<H: CommandHandler> MessageHandler for ParticipantLoop<H> {
             match self.publisher.publish(&reply).await {
                 Ok(()) => {
                     tracing::debug!(reply = %reply.envelope.type_name, "replied");
-                    count("replied");
+                    outcomes.replied.increment(1);
                     Disposition::Ack
                 }
                 // No queue takes replies at that address: retrying cannot help, and

@@ -119,6 +119,10 @@ impl RestaurantCommands {
 
 #[async_trait::async_trait]
 impl CommandHandler for RestaurantCommands {
+    fn command_types(&self) -> Vec<String> {
+        vec![CreateTicketCommand::full_name(), RejectTicketCommand::full_name(), ApproveTicketCommand::full_name()]
+    }
+
     async fn handle(&self, command: Command<'_>) -> Result<Reply, CommandError> {
         let kind = command.envelope.type_name.as_str();
         if kind == CreateTicketCommand::full_name() {
