@@ -141,9 +141,14 @@ pub struct Listeners {
     pub http: tokio::net::TcpListener,
 }
 
-/// Binds the gRPC and HTTP ports first, so a failure to bind is reported before
-/// anything connects, and port 0 (tests) is resolved before the service starts.
+/// Installs the process's metrics recorder and binds the gRPC and HTTP ports
+/// first, so a failure to bind is reported before anything connects, and port 0
+/// (tests) is resolved before the service starts.
 pub async fn bind(settings: &CommonSettings) -> Result<Listeners, ServiceError> {
+    // The metrics recorder first: a handle made before it is installed (the
+    // participant loop's and the consumers' counters are made once, at start)
+    // would count into nothing for the life of the process.
+    let _ = crate::http::metrics_handle();
     let grpc = crate::grpc::bind(settings.grpc_addr)
         .await
         .map_err(|source| ServiceError::Bind { addr: settings.grpc_addr, source })?;

@@ -331,6 +331,11 @@ impl ServiceUnderTest {
         self.service.grpc_addr
     }
 
+    /// The address its HTTP server (`/metrics`, the probes) listens on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.service.http_addr
+    }
+
     /// A gRPC channel to it.
     pub async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
         grpc_channel(self.grpc_addr()).await
