@@ -24,10 +24,9 @@ async fn a_handled_command_is_counted_on_metrics() -> anyhow::Result<()> {
     let _: VerifyConsumerReply =
         env.call(COMMAND_QUEUE, "m-metrics-1", &command.order_id, &command, None, WAIT).await?;
 
-    let replied = [("type", VerifyConsumerCommand::full_name()), ("outcome", "replied".to_owned())];
-    let replied: Vec<(&str, &str)> = replied.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let acked = [("queue", env.queue(COMMAND_QUEUE)), ("disposition", "ack".to_owned())];
-    let acked: Vec<(&str, &str)> = acked.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (command_type, queue) = (VerifyConsumerCommand::full_name(), env.queue(COMMAND_QUEUE));
+    let replied = [("type", command_type.as_str()), ("outcome", "replied")];
+    let acked = [("queue", queue.as_str()), ("disposition", "ack")];
     let http = service.http_addr();
     // The reply is published before the command is acked and counted: wait for both.
     eventually(WAIT, || async {

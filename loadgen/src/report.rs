@@ -264,6 +264,10 @@ impl Report {
                 let _ = writeln!(md, "| p50 ÷ baseline p50{median} | {p50_ratio:.2} |");
             }
         }
+        // Rows of the summary table: after the rounds' table they would join it.
+        for (label, cpu) in self.cpu_reports() {
+            let _ = writeln!(md, "| {label}CPU per saga (ms) | {} |", cpu.to_text());
+        }
         if !self.rounds.is_empty() {
             let _ = writeln!(md);
             let _ = writeln!(md, "| round | baseline sagas/s | sagas/s | ratio | baseline p50 | p50 | p50 ratio |");
@@ -281,9 +285,6 @@ impl Report {
                     r.p50_ratio
                 );
             }
-        }
-        for (label, cpu) in self.cpu_reports() {
-            let _ = writeln!(md, "| {label}CPU per saga (ms) | {} |", cpu.to_text());
         }
         if !self.errors_by_call.is_empty() {
             let _ = writeln!(md);
@@ -515,6 +516,12 @@ mod tests {
         );
         let md = report.to_markdown();
         assert!(md.contains("| baseline CPU per saga (ms) | loadgen 0.500, redis-server 0.250, total 0.750 |"), "{md}");
+        // With rounds, the CPU rows stay in the summary table, before the rounds' own.
+        let rounds = vec![RoundReport::of(&run(100, 4, 1), &result())];
+        let md = report.with_rounds(rounds).to_markdown();
+        let cpu_row = md.find("| CPU per saga (ms) |");
+        let rounds_table = md.find("| round |");
+        assert!(cpu_row.is_some() && cpu_row < rounds_table, "{md}");
         let plain: serde_json::Value =
             serde_json::from_str(&Report::new(description(), &result(), None).to_json()).expect("valid JSON");
         assert!(plain.get("cpu").is_none());
