@@ -77,9 +77,9 @@ impl CommandHandler for AccountingCommands {
     async fn handle(&self, command: Command<'_>) -> Result<Reply, CommandError> {
         let type_name = command.envelope.type_name.as_str();
         let message_id = command.envelope.message_id.as_str();
-        if type_name == AuthorizeCardCommand::full_name() {
+        if proto::is_type::<AuthorizeCardCommand>(type_name) {
             self.authorize_card(message_id, command.decode_for_order(|c: &AuthorizeCardCommand| &c.order_id)?).await
-        } else if type_name == VoidAuthorizationCommand::full_name() {
+        } else if proto::is_type::<VoidAuthorizationCommand>(type_name) {
             self.void_authorization(message_id, command.decode_for_order(|c: &VoidAuthorizationCommand| &c.order_id)?)
                 .await
         } else {

@@ -42,7 +42,7 @@ impl CommandHandler for ConsumerCommands {
 
     async fn handle(&self, command: Command<'_>) -> Result<Reply, CommandError> {
         let type_name = command.envelope.type_name.as_str();
-        if type_name == VerifyConsumerCommand::full_name() {
+        if proto::is_type::<VerifyConsumerCommand>(type_name) {
             self.verify_consumer(
                 &command.envelope.message_id,
                 command.decode_for_order(|c: &VerifyConsumerCommand| &c.order_id)?,

@@ -204,6 +204,21 @@ pub fn expected_reply_type(step: usize, phase: Phase) -> Option<String> {
     })
 }
 
+/// Whether `reply_type` answers a step's action or compensation; `None` when the
+/// step sends no command in that phase. Asked of every reply, so it builds no name.
+pub fn answers(step: usize, phase: Phase, reply_type: &str) -> Option<bool> {
+    use proto::is_type;
+    Some(match (step, phase) {
+        (VERIFY_CONSUMER, Phase::Action) => is_type::<consumer::VerifyConsumerReply>(reply_type),
+        (CREATE_TICKET, Phase::Action) => is_type::<restaurant::CreateTicketReply>(reply_type),
+        (CREATE_TICKET, Phase::Compensation) => is_type::<restaurant::RejectTicketReply>(reply_type),
+        (AUTHORIZE_CARD, Phase::Action) => is_type::<accounting::AuthorizeCardReply>(reply_type),
+        (AUTHORIZE_CARD, Phase::Compensation) => is_type::<accounting::VoidAuthorizationReply>(reply_type),
+        (APPROVE_TICKET, Phase::Action) => is_type::<restaurant::ApproveTicketReply>(reply_type),
+        _ => return None,
+    })
+}
+
 /// Why a reply cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReplyError {
@@ -217,7 +232,7 @@ pub enum ReplyError {
 
 /// Decodes a reply by its AMQP `type`.
 pub fn decode_reply(type_name: &str, payload: &[u8]) -> Result<Outcome<ReplyPayload>, ReplyError> {
-    use prost::{Message, Name};
+    use prost::Message;
     fn decode<M: Message + Default>(type_name: &str, payload: &[u8]) -> Result<M, ReplyError> {
         M::decode(payload)
             .map_err(|e| ReplyError::Undecodable { type_name: type_name.to_owned(), reason: e.to_string() })
@@ -226,14 +241,14 @@ pub fn decode_reply(type_name: &str, payload: &[u8]) -> Result<Outcome<ReplyPayl
         Outcome::Failure(StepFailure { code: f.code, message: f.message, transient: f.transient })
     }
     let empty = || ReplyError::Empty(type_name.to_owned());
-    if type_name == consumer::VerifyConsumerReply::full_name() {
+    if proto::is_type::<consumer::VerifyConsumerReply>(type_name) {
         use consumer::verify_consumer_reply::Outcome as O;
         return match decode::<consumer::VerifyConsumerReply>(type_name, payload)?.outcome.ok_or_else(empty)? {
             O::Success(_) => Ok(Outcome::Success(ReplyPayload::ConsumerVerified)),
             O::Failure(f) => Ok(failure(f)),
         };
     }
-    if type_name == restaurant::CreateTicketReply::full_name() {
+    if proto::is_type::<restaurant::CreateTicketReply>(type_name) {
         use restaurant::create_ticket_reply::Outcome as O;
         return match decode::<restaurant::CreateTicketReply>(type_name, payload)?.outcome.ok_or_else(empty)? {
             O::Success(s) => Ok(Outcome::Success(ReplyPayload::TicketCreated {
@@ -243,14 +258,14 @@ pub fn decode_reply(type_name: &str, payload: &[u8]) -> Result<Outcome<ReplyPayl
             O::Failure(f) => Ok(failure(f)),
         };
     }
-    if type_name == restaurant::RejectTicketReply::full_name() {
+    if proto::is_type::<restaurant::RejectTicketReply>(type_name) {
         use restaurant::reject_ticket_reply::Outcome as O;
         return match decode::<restaurant::RejectTicketReply>(type_name, payload)?.outcome.ok_or_else(empty)? {
             O::Success(_) => Ok(Outcome::Success(ReplyPayload::Compensated)),
             O::Failure(f) => Ok(failure(f)),
         };
     }
-    if type_name == accounting::AuthorizeCardReply::full_name() {
+    if proto::is_type::<accounting::AuthorizeCardReply>(type_name) {
         use accounting::authorize_card_reply::Outcome as O;
         return match decode::<accounting::AuthorizeCardReply>(type_name, payload)?.outcome.ok_or_else(empty)? {
             O::Success(s) => {
@@ -259,14 +274,14 @@ pub fn decode_reply(type_name: &str, payload: &[u8]) -> Result<Outcome<ReplyPayl
             O::Failure(f) => Ok(failure(f)),
         };
     }
-    if type_name == accounting::VoidAuthorizationReply::full_name() {
+    if proto::is_type::<accounting::VoidAuthorizationReply>(type_name) {
         use accounting::void_authorization_reply::Outcome as O;
         return match decode::<accounting::VoidAuthorizationReply>(type_name, payload)?.outcome.ok_or_else(empty)? {
             O::Success(_) => Ok(Outcome::Success(ReplyPayload::Compensated)),
             O::Failure(f) => Ok(failure(f)),
         };
     }
-    if type_name == restaurant::ApproveTicketReply::full_name() {
+    if proto::is_type::<restaurant::ApproveTicketReply>(type_name) {
         use restaurant::approve_ticket_reply::Outcome as O;
         return match decode::<restaurant::ApproveTicketReply>(type_name, payload)?.outcome.ok_or_else(empty)? {
             O::Success(_) => Ok(Outcome::Success(ReplyPayload::TicketApproved)),

@@ -197,6 +197,36 @@ async fn a_duplicate_reply_is_dropped_and_the_envelope_is_complete() {
     env.cleanup().await;
 }
 
+#[tokio::test]
+async fn a_reply_of_another_type_is_dropped_and_the_awaited_one_still_applies() {
+    let env = TestEnv::new("order-type").await.expect("env");
+    let mut app = spawn(&env, |_| {}).await;
+    let order_id = app.client.create_order(order(1, "")).await.expect("create").into_inner().order_id;
+    let (command, _) = env.take_command(CONSUMER_QUEUE, WAIT).await.expect("VerifyConsumer");
+
+    // A CreateTicket failure carrying VerifyConsumer's command id: taken as the
+    // awaited reply, it would fail the step and reject the order.
+    let wrong = restaurant::CreateTicketReply {
+        outcome: Some(restaurant::create_ticket_reply::Outcome::Failure(proto::common::v1::Failure::business(
+            "RESTAURANT_CLOSED",
+            "not the reply VerifyConsumer awaits",
+        ))),
+    };
+    env.reply(&command, &wrong).await.expect("wrong-typed reply");
+    eventually(WAIT, || async { Ok((env.queue_len(&env.queue(REPLY_QUEUE)).await? == 0).then_some(())) })
+        .await
+        .expect("wrong-typed reply consumed");
+    let order = get(&mut app.client, &order_id).await;
+    assert_eq!(order.state, OrderState::ApprovalPending as i32);
+    assert_eq!(order.saga.expect("saga").current_step, SagaStep::VerifyConsumer as i32);
+
+    env.reply(&command, &verified()).await.expect("reply");
+    let (ticket_command, _) = env.take_command(RESTAURANT_QUEUE, WAIT).await.expect("CreateTicket");
+    assert_eq!(ticket_command.correlation_id, order_id);
+    app.stop().await;
+    env.cleanup().await;
+}
+
 /// Collects a watch stream until it ends or stays quiet for `quiet`.
 async fn watch_all(
     client: &mut OrderServiceClient<Channel>,

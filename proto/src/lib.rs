@@ -49,6 +49,16 @@ pub fn type_name<M: prost::Name>() -> String {
     M::full_name()
 }
 
+/// Whether `type_name` (a message's `type` property) is `M`'s fully-qualified name.
+/// It compares the name's parts in place: every command and reply is dispatched by
+/// this test, and `M::full_name()` would build a `String` for each comparison.
+pub fn is_type<M: prost::Name>(type_name: &str) -> bool {
+    if M::PACKAGE.is_empty() {
+        return type_name == M::NAME;
+    }
+    type_name.strip_prefix(M::PACKAGE).and_then(|rest| rest.strip_prefix('.')) == Some(M::NAME)
+}
+
 impl common::v1::Money {
     /// The only currency of the demo.
     pub const CURRENCY: &'static str = "USD";
@@ -68,5 +78,44 @@ impl common::v1::Failure {
     /// A transient failure: the orchestrator retries the command with backoff.
     pub fn transient(code: &str, message: impl Into<String>) -> Self {
         Self { code: code.to_owned(), message: message.into(), transient: true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Name;
+
+    use super::*;
+
+    /// `is_type` agrees with `full_name` on every saga message and refuses near misses.
+    #[test]
+    fn is_type_matches_the_full_name_only() {
+        fn check<M: Name>() {
+            let full = M::full_name();
+            assert!(is_type::<M>(&full), "{full}");
+            for near in [
+                format!("{full}X"),
+                format!("x{full}"),
+                full.replacen('.', "", 1),
+                full.rsplit_once('.').map(|(package, _)| package.to_owned()).unwrap_or_default(),
+                M::NAME.to_owned(),
+                String::new(),
+            ] {
+                assert!(!is_type::<M>(&near), "{near:?} taken for {full}");
+            }
+        }
+        check::<consumer::v1::VerifyConsumerCommand>();
+        check::<consumer::v1::VerifyConsumerReply>();
+        check::<restaurant::v1::CreateTicketCommand>();
+        check::<restaurant::v1::CreateTicketReply>();
+        check::<restaurant::v1::RejectTicketCommand>();
+        check::<restaurant::v1::RejectTicketReply>();
+        check::<restaurant::v1::ApproveTicketCommand>();
+        check::<restaurant::v1::ApproveTicketReply>();
+        check::<accounting::v1::AuthorizeCardCommand>();
+        check::<accounting::v1::AuthorizeCardReply>();
+        check::<accounting::v1::VoidAuthorizationCommand>();
+        check::<accounting::v1::VoidAuthorizationReply>();
+        assert!(!is_type::<consumer::v1::VerifyConsumerReply>(&consumer::v1::VerifyConsumerCommand::full_name()));
     }
 }

@@ -125,11 +125,11 @@ impl CommandHandler for RestaurantCommands {
 
     async fn handle(&self, command: Command<'_>) -> Result<Reply, CommandError> {
         let kind = command.envelope.type_name.as_str();
-        if kind == CreateTicketCommand::full_name() {
+        if proto::is_type::<CreateTicketCommand>(kind) {
             self.create_ticket(command.envelope, command.decode_for_order(|c: &CreateTicketCommand| &c.order_id)?).await
-        } else if kind == RejectTicketCommand::full_name() {
+        } else if proto::is_type::<RejectTicketCommand>(kind) {
             self.reject_ticket(command.envelope, command.decode_for_order(|c: &RejectTicketCommand| &c.order_id)?).await
-        } else if kind == ApproveTicketCommand::full_name() {
+        } else if proto::is_type::<ApproveTicketCommand>(kind) {
             self.approve_ticket(command.envelope, command.decode_for_order(|c: &ApproveTicketCommand| &c.order_id)?)
                 .await
         } else {
