@@ -18,50 +18,135 @@
 //! Gauges are read from Redis by every replica's sweeper, so they count the whole
 //! system, not one replica.
 
+use std::sync::OnceLock;
+
+use metrics::{Counter, Histogram};
 use saga::{EventKind, Pending, Phase, SagaDefinition, Transition};
 
 use crate::orchestrator::OrderSaga;
 
-/// Records what one saved transition did. `before` is the saga's pending command
-/// before the transition (for step latencies).
-pub fn record(
-    definition: &SagaDefinition,
-    before: Option<&Pending>,
-    state: &OrderSaga,
-    transition: &Transition,
-    now_ms: i64,
-) {
-    for event in &transition.events {
-        let step = definition.step_name(event.step);
-        match event.kind {
-            EventKind::SagaStarted => metrics::counter!("ftgo_sagas_started_total").increment(1),
-            EventKind::StepSucceeded | EventKind::CompensationSucceeded => {
-                let phase = if event.kind == EventKind::StepSucceeded { Phase::Action } else { Phase::Compensation };
-                if let Some(p) = before.filter(|p| p.step == event.step && p.phase == phase && p.first_sent_at_ms > 0) {
-                    let seconds = (now_ms - p.first_sent_at_ms).max(0) as f64 / 1000.0;
-                    metrics::histogram!("ftgo_saga_step_duration_seconds", "step" => step, "phase" => phase.as_str())
-                        .record(seconds);
+/// The orchestrator's saga metrics, kept as handles per step of the definition.
+///
+/// The decision a reader must know: every label but a rejection's `failed_step`
+/// and `code` is known at start (the step names, the phases, `APPROVED`), so a
+/// transition's events pick handles by step index instead of looking each metric
+/// up in the registry (a key built and hashed) per event. A handle is registered
+/// the first time its series counts, so `/metrics` shows a series once it has
+/// happened, as it did before, and no series for what a step cannot do (a
+/// compensation of a step that has none). A rejection is still looked up when it
+/// happens: its code is whatever the participant replied.
+pub struct SagaMetrics {
+    started: OnceLock<Counter>,
+    approved: OnceLock<Counter>,
+    /// One per step of the definition, then one for `DONE` (past the last step).
+    steps: Vec<StepMetrics>,
+}
+
+struct StepMetrics {
+    step: &'static str,
+    action_duration: OnceLock<Histogram>,
+    compensation_duration: OnceLock<Histogram>,
+    compensations: OnceLock<Counter>,
+    retries: OnceLock<Counter>,
+    timeouts: OnceLock<Counter>,
+    parked: OnceLock<Counter>,
+}
+
+impl StepMetrics {
+    fn new(step: &'static str) -> Self {
+        Self {
+            step,
+            action_duration: OnceLock::new(),
+            compensation_duration: OnceLock::new(),
+            compensations: OnceLock::new(),
+            retries: OnceLock::new(),
+            timeouts: OnceLock::new(),
+            parked: OnceLock::new(),
+        }
+    }
+
+    fn duration(&self, phase: Phase) -> &Histogram {
+        let cell = match phase {
+            Phase::Action => &self.action_duration,
+            Phase::Compensation => &self.compensation_duration,
+        };
+        cell.get_or_init(
+            || metrics::histogram!("ftgo_saga_step_duration_seconds", "step" => self.step, "phase" => phase.as_str()),
+        )
+    }
+
+    fn counter<'a>(&self, cell: &'a OnceLock<Counter>, name: &'static str) -> &'a Counter {
+        cell.get_or_init(|| metrics::counter!(name, "step" => self.step))
+    }
+}
+
+impl SagaMetrics {
+    pub fn new(definition: &SagaDefinition) -> Self {
+        Self {
+            started: OnceLock::new(),
+            approved: OnceLock::new(),
+            steps: (0..=definition.len()).map(|index| StepMetrics::new(definition.step_name(index))).collect(),
+        }
+    }
+
+    fn step(&self, index: usize) -> &StepMetrics {
+        // `steps` is never empty: it ends with `DONE`.
+        let last = self.steps.len() - 1;
+        &self.steps[index.min(last)]
+    }
+
+    /// Records what one saved transition did. `before` is the saga's pending
+    /// command before the transition (for step latencies).
+    pub fn record(&self, before: Option<&Pending>, state: &OrderSaga, transition: &Transition, now_ms: i64) {
+        for event in &transition.events {
+            match event.kind {
+                EventKind::SagaStarted => {
+                    self.started.get_or_init(|| metrics::counter!("ftgo_sagas_started_total")).increment(1)
                 }
-                if phase == Phase::Compensation {
-                    metrics::counter!("ftgo_saga_compensations_total", "step" => step).increment(1);
+                EventKind::StepSucceeded | EventKind::CompensationSucceeded => {
+                    let step = self.step(event.step);
+                    let phase =
+                        if event.kind == EventKind::StepSucceeded { Phase::Action } else { Phase::Compensation };
+                    if let Some(p) =
+                        before.filter(|p| p.step == event.step && p.phase == phase && p.first_sent_at_ms > 0)
+                    {
+                        step.duration(phase).record((now_ms - p.first_sent_at_ms).max(0) as f64 / 1000.0);
+                    }
+                    if phase == Phase::Compensation {
+                        step.counter(&step.compensations, "ftgo_saga_compensations_total").increment(1);
+                    }
                 }
+                EventKind::RetryScheduled => {
+                    let step = self.step(event.step);
+                    step.counter(&step.retries, "ftgo_saga_retries_total").increment(1)
+                }
+                EventKind::StepTimedOut => {
+                    let step = self.step(event.step);
+                    step.counter(&step.timeouts, "ftgo_saga_timeouts_total").increment(1)
+                }
+                EventKind::SagaApproved => self
+                    .approved
+                    .get_or_init(|| {
+                        metrics::counter!("ftgo_sagas_finished_total", "state" => "APPROVED", "failed_step" => "", "code" => "")
+                    })
+                    .increment(1),
+                EventKind::SagaRejected => {
+                    let (failed_step, code) =
+                        state.failure.as_ref().map(|f| (f.step.clone(), f.code.clone())).unwrap_or_default();
+                    metrics::counter!("ftgo_sagas_finished_total", "state" => "REJECTED", "failed_step" => failed_step, "code" => code)
+                        .increment(1);
+                }
+                EventKind::SagaParked => {
+                    let step = self.step(event.step);
+                    step.counter(&step.parked, "ftgo_sagas_parked_total").increment(1)
+                }
+                EventKind::CommandSent
+                | EventKind::StepFailed
+                | EventKind::CompensationStarted
+                | EventKind::CompensationSent
+                | EventKind::CompensationFailed
+                | EventKind::OperatorAction => {}
             }
-            EventKind::RetryScheduled => metrics::counter!("ftgo_saga_retries_total", "step" => step).increment(1),
-            EventKind::StepTimedOut => metrics::counter!("ftgo_saga_timeouts_total", "step" => step).increment(1),
-            EventKind::SagaApproved | EventKind::SagaRejected => {
-                let (failed_step, code) =
-                    state.failure.as_ref().map(|f| (f.step.clone(), f.code.clone())).unwrap_or_default();
-                let label = if event.kind == EventKind::SagaApproved { "APPROVED" } else { "REJECTED" };
-                metrics::counter!("ftgo_sagas_finished_total", "state" => label, "failed_step" => failed_step, "code" => code)
-                    .increment(1);
-            }
-            EventKind::SagaParked => metrics::counter!("ftgo_sagas_parked_total", "step" => step).increment(1),
-            EventKind::CommandSent
-            | EventKind::StepFailed
-            | EventKind::CompensationStarted
-            | EventKind::CompensationSent
-            | EventKind::CompensationFailed
-            | EventKind::OperatorAction => {}
         }
     }
 }
@@ -98,5 +183,125 @@ pub fn set_gauges(in_flight: usize, stuck: usize, finished_kept: usize) {
 pub fn record_pruned(count: usize) {
     if count > 0 {
         metrics::counter!("ftgo_sagas_pruned_total").increment(count as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use saga::{Clock, Outcome, SagaMachine, StepFailure};
+
+    use super::*;
+    use crate::create_order_saga::{self, Item, OrderData, OrderDomain, ReplyPayload, SagaPolicy};
+
+    /// Starts a saga and feeds it `replies`, each answering the command the previous
+    /// transition sent, recording every transition as the orchestrator does.
+    fn run(metrics: &SagaMetrics, definition: &SagaDefinition, id: &str, replies: Vec<Outcome<ReplyPayload>>) {
+        let domain = OrderDomain { max_total_minor: 50_000 };
+        let machine = SagaMachine::new(definition, &domain);
+        let mut clock = Clock { now_ms: 1_700_000_000_000, jitter: 0.5 };
+        let data = OrderData::new(1, 1, vec![Item { menu_item_id: "naan".into(), quantity: 1 }], None);
+        let (mut state, mut transition) = machine.start(id.to_owned(), data, clock);
+        metrics.record(None, &state, &transition, clock.now_ms);
+        for reply in replies {
+            let command = transition.send.take().expect("a command awaits this reply");
+            let before = state.pending.clone();
+            clock.now_ms += 250;
+            transition = machine.on_reply(&mut state, &command.message_id, reply, clock).expect("the reply applies");
+            metrics.record(before.as_ref(), &state, &transition, clock.now_ms);
+        }
+        assert!(!state.status.is_active(), "the saga ended: {:?}", state.status);
+    }
+
+    #[test]
+    fn prepared_handles_count_what_the_transitions_did() {
+        let definition = create_order_saga::definition(SagaPolicy::default()).expect("definition");
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let metrics = SagaMetrics::new(&definition);
+            run(
+                &metrics,
+                &definition,
+                "saga-approved",
+                vec![
+                    Outcome::Success(ReplyPayload::ConsumerVerified),
+                    Outcome::Success(ReplyPayload::TicketCreated { ticket_id: 7, total_minor: 700 }),
+                    Outcome::Success(ReplyPayload::CardAuthorized { authorization_id: "auth-1".into() }),
+                    Outcome::Success(ReplyPayload::TicketApproved),
+                ],
+            );
+            run(
+                &metrics,
+                &definition,
+                "saga-declined",
+                vec![
+                    Outcome::Success(ReplyPayload::ConsumerVerified),
+                    Outcome::Success(ReplyPayload::TicketCreated { ticket_id: 8, total_minor: 700 }),
+                    Outcome::Failure(StepFailure::business("CARD_DECLINED", "over the limit")),
+                    Outcome::Success(ReplyPayload::Compensated),
+                ],
+            );
+            // A VerifyConsumer that gets no reply: its deadline passes.
+            let domain = OrderDomain { max_total_minor: 50_000 };
+            let machine = SagaMachine::new(&definition, &domain);
+            let clock = Clock { now_ms: 1_700_000_000_000, jitter: 0.5 };
+            let data = OrderData::new(1, 1, vec![Item { menu_item_id: "naan".into(), quantity: 1 }], None);
+            let (mut state, transition) = machine.start("saga-silent".to_owned(), data, clock);
+            metrics.record(None, &state, &transition, clock.now_ms);
+            let late = Clock { now_ms: clock.now_ms + 600_000, ..clock };
+            let before = state.pending.clone();
+            let transition = machine.on_wake(&mut state, late).expect("the deadline has passed");
+            metrics.record(before.as_ref(), &state, &transition, late.now_ms);
+        });
+        let mut seen: Vec<(String, Vec<String>, String)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let labels = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+                let value = match value {
+                    DebugValue::Counter(n) => n.to_string(),
+                    DebugValue::Histogram(samples) => format!("{} samples", samples.len()),
+                    DebugValue::Gauge(g) => g.to_string(),
+                };
+                (key.key().name().to_owned(), labels, value)
+            })
+            .collect();
+        seen.sort();
+        let find = |name: &str, labels: &[&str]| {
+            seen.iter()
+                .find(|(n, l, _)| n == name && l.iter().map(String::as_str).eq(labels.iter().copied()))
+                .map(|(.., v)| v.as_str())
+        };
+        assert_eq!(find("ftgo_sagas_started_total", &[]), Some("3"), "{seen:#?}");
+        assert_eq!(find("ftgo_saga_timeouts_total", &["step=VERIFY_CONSUMER"]), Some("1"), "{seen:#?}");
+        assert_eq!(find("ftgo_saga_retries_total", &["step=VERIFY_CONSUMER"]), Some("1"), "{seen:#?}");
+        assert_eq!(find("ftgo_sagas_finished_total", &["state=APPROVED", "failed_step=", "code="]), Some("1"));
+        assert_eq!(
+            find("ftgo_sagas_finished_total", &["state=REJECTED", "failed_step=AUTHORIZE_CARD", "code=CARD_DECLINED"]),
+            Some("1")
+        );
+        // Both sagas verified the consumer and created a ticket; one approved it.
+        for (step, samples) in
+            [("VERIFY_CONSUMER", 2), ("CREATE_TICKET", 2), ("AUTHORIZE_CARD", 1), ("APPROVE_TICKET", 1)]
+        {
+            let labels = [format!("step={step}"), "phase=action".to_owned()];
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            assert_eq!(
+                find("ftgo_saga_step_duration_seconds", &labels),
+                Some(format!("{samples} samples").as_str()),
+                "{step}"
+            );
+        }
+        assert_eq!(
+            find("ftgo_saga_step_duration_seconds", &["step=CREATE_TICKET", "phase=compensation"]),
+            Some("1 samples")
+        );
+        assert_eq!(find("ftgo_saga_compensations_total", &["step=CREATE_TICKET"]), Some("1"));
+        // A series exists once it has counted: no other step timed out, and no step
+        // without a compensation shows one.
+        assert_eq!(find("ftgo_saga_timeouts_total", &["step=APPROVE_TICKET"]), None);
+        assert_eq!(find("ftgo_saga_step_duration_seconds", &["step=VERIFY_CONSUMER", "phase=compensation"]), None);
     }
 }

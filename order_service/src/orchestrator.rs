@@ -109,6 +109,7 @@ struct Inner {
     key_prefix: String,
     /// The last saved state of running sagas, by id; `None` when disabled.
     cache: Option<Mutex<lru::LruCache<String, OrderSaga>>>,
+    metrics: crate::metrics::SagaMetrics,
 }
 
 impl Orchestrator {
@@ -124,7 +125,10 @@ impl Orchestrator {
     ) -> Self {
         let store = SagaStore::new(redis.clone(), key_prefix.clone());
         let cache = NonZeroUsize::new(cache_entries).map(|n| Mutex::new(lru::LruCache::new(n)));
-        Self { inner: Arc::new(Inner { definition, domain, store, redis, publisher, queues, key_prefix, cache }) }
+        let metrics = crate::metrics::SagaMetrics::new(&definition);
+        Self {
+            inner: Arc::new(Inner { definition, domain, store, redis, publisher, queues, key_prefix, cache, metrics }),
+        }
     }
 
     /// Takes the cached state of a saga out of the cache.
@@ -218,7 +222,7 @@ impl Orchestrator {
             SaveOutcome::Saved(version) => {
                 let state = SagaState { version, ..state };
                 self.cache_saved(&state);
-                crate::metrics::record(&self.inner.definition, None, &state, &transition, state.updated_at_ms);
+                self.inner.metrics.record(None, &state, &transition, state.updated_at_ms);
                 self.publish(&state, &transition).await;
                 tracing::debug!(order_id = %state.saga_id, "order created; saga started");
                 Ok((state, true))
@@ -347,7 +351,7 @@ impl Orchestrator {
                 SaveOutcome::Saved(version) => {
                     state.version = version;
                     self.cache_saved(&state);
-                    crate::metrics::record(&self.inner.definition, before.as_ref(), &state, &transition, clock.now_ms);
+                    self.inner.metrics.record(before.as_ref(), &state, &transition, clock.now_ms);
                     self.publish(&state, &transition).await;
                     for event in &transition.events {
                         tracing::debug!(
