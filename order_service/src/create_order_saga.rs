@@ -190,31 +190,17 @@ pub fn format_minor(minor: i64) -> String {
     format!("{sign}{}.{:02}", minor.unsigned_abs() / 100, minor.unsigned_abs() % 100)
 }
 
-/// The fully-qualified reply type expected for a step's action or compensation.
-pub fn expected_reply_type(step: usize, phase: Phase) -> Option<String> {
-    use prost::Name;
+/// The reply type expected for a step's action or compensation; `None` when the
+/// step sends no command in that phase. Asked of every reply: it builds no name.
+pub fn expected_reply_type(step: usize, phase: Phase) -> Option<proto::TypeName> {
+    use proto::TypeName;
     Some(match (step, phase) {
-        (VERIFY_CONSUMER, Phase::Action) => consumer::VerifyConsumerReply::full_name(),
-        (CREATE_TICKET, Phase::Action) => restaurant::CreateTicketReply::full_name(),
-        (CREATE_TICKET, Phase::Compensation) => restaurant::RejectTicketReply::full_name(),
-        (AUTHORIZE_CARD, Phase::Action) => accounting::AuthorizeCardReply::full_name(),
-        (AUTHORIZE_CARD, Phase::Compensation) => accounting::VoidAuthorizationReply::full_name(),
-        (APPROVE_TICKET, Phase::Action) => restaurant::ApproveTicketReply::full_name(),
-        _ => return None,
-    })
-}
-
-/// Whether `reply_type` answers a step's action or compensation; `None` when the
-/// step sends no command in that phase. Asked of every reply, so it builds no name.
-pub fn answers(step: usize, phase: Phase, reply_type: &str) -> Option<bool> {
-    use proto::is_type;
-    Some(match (step, phase) {
-        (VERIFY_CONSUMER, Phase::Action) => is_type::<consumer::VerifyConsumerReply>(reply_type),
-        (CREATE_TICKET, Phase::Action) => is_type::<restaurant::CreateTicketReply>(reply_type),
-        (CREATE_TICKET, Phase::Compensation) => is_type::<restaurant::RejectTicketReply>(reply_type),
-        (AUTHORIZE_CARD, Phase::Action) => is_type::<accounting::AuthorizeCardReply>(reply_type),
-        (AUTHORIZE_CARD, Phase::Compensation) => is_type::<accounting::VoidAuthorizationReply>(reply_type),
-        (APPROVE_TICKET, Phase::Action) => is_type::<restaurant::ApproveTicketReply>(reply_type),
+        (VERIFY_CONSUMER, Phase::Action) => TypeName::of::<consumer::VerifyConsumerReply>(),
+        (CREATE_TICKET, Phase::Action) => TypeName::of::<restaurant::CreateTicketReply>(),
+        (CREATE_TICKET, Phase::Compensation) => TypeName::of::<restaurant::RejectTicketReply>(),
+        (AUTHORIZE_CARD, Phase::Action) => TypeName::of::<accounting::AuthorizeCardReply>(),
+        (AUTHORIZE_CARD, Phase::Compensation) => TypeName::of::<accounting::VoidAuthorizationReply>(),
+        (APPROVE_TICKET, Phase::Action) => TypeName::of::<restaurant::ApproveTicketReply>(),
         _ => return None,
     })
 }

@@ -260,12 +260,15 @@ impl Orchestrator {
         outcome: Outcome<ReplyPayload>,
     ) -> Result<Applied, OrchestratorError> {
         self.transition(order_id, "reply", |machine, state, clock| {
-            let awaited = state.pending.as_ref().filter(|p| p.message_id == command_id);
-            if let Some(p) = awaited
-                && cos::answers(p.step, p.phase, reply_type) == Some(false)
+            let expected = state
+                .pending
+                .as_ref()
+                .filter(|p| p.message_id == command_id)
+                .and_then(|p| cos::expected_reply_type(p.step, p.phase));
+            if let Some(expected) = expected
+                && !expected.matches(reply_type)
             {
-                let expected = cos::expected_reply_type(p.step, p.phase);
-                tracing::warn!(order_id, command_id, reply_type, expected = ?expected, "reply of the wrong type; ignored");
+                tracing::warn!(order_id, command_id, reply_type, %expected, "reply of the wrong type; ignored");
                 return Err(Ignored::NotAwaited);
             }
             machine.on_reply(state, command_id, outcome.clone(), clock)

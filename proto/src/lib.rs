@@ -49,14 +49,38 @@ pub fn type_name<M: prost::Name>() -> String {
     M::full_name()
 }
 
-/// Whether `type_name` (a message's `type` property) is `M`'s fully-qualified name.
-/// It compares the name's parts in place: every command and reply is dispatched by
-/// this test, and `M::full_name()` would build a `String` for each comparison.
-pub fn is_type<M: prost::Name>(type_name: &str) -> bool {
-    if M::PACKAGE.is_empty() {
-        return type_name == M::NAME;
+/// A message's fully-qualified protobuf name, kept as its package and name so that
+/// a `type` property is compared with it in place: every command and reply is
+/// dispatched by such a test, and `M::full_name()` would build a `String` for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeName {
+    pub package: &'static str,
+    pub name: &'static str,
+}
+
+impl TypeName {
+    pub fn of<M: prost::Name>() -> Self {
+        Self { package: M::PACKAGE, name: M::NAME }
     }
-    type_name.strip_prefix(M::PACKAGE).and_then(|rest| rest.strip_prefix('.')) == Some(M::NAME)
+
+    /// Whether `type_name` (a message's `type` property) is this name.
+    pub fn matches(self, type_name: &str) -> bool {
+        if self.package.is_empty() {
+            return type_name == self.name;
+        }
+        type_name.strip_prefix(self.package).and_then(|rest| rest.strip_prefix('.')) == Some(self.name)
+    }
+}
+
+impl std::fmt::Display for TypeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.package.is_empty() { f.write_str(self.name) } else { write!(f, "{}.{}", self.package, self.name) }
+    }
+}
+
+/// Whether `type_name` (a message's `type` property) is `M`'s fully-qualified name.
+pub fn is_type<M: prost::Name>(type_name: &str) -> bool {
+    TypeName::of::<M>().matches(type_name)
 }
 
 impl common::v1::Money {
@@ -92,6 +116,7 @@ mod tests {
     fn is_type_matches_the_full_name_only() {
         fn check<M: Name>() {
             let full = M::full_name();
+            assert_eq!(TypeName::of::<M>().to_string(), full);
             assert!(is_type::<M>(&full), "{full}");
             for near in [
                 format!("{full}X"),
