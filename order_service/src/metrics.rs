@@ -42,6 +42,7 @@ pub struct SagaMetrics {
     steps: Vec<StepMetrics>,
 }
 
+#[derive(Default)]
 struct StepMetrics {
     step: &'static str,
     action_duration: OnceLock<Histogram>,
@@ -54,15 +55,7 @@ struct StepMetrics {
 
 impl StepMetrics {
     fn new(step: &'static str) -> Self {
-        Self {
-            step,
-            action_duration: OnceLock::new(),
-            compensation_duration: OnceLock::new(),
-            compensations: OnceLock::new(),
-            retries: OnceLock::new(),
-            timeouts: OnceLock::new(),
-            parked: OnceLock::new(),
-        }
+        Self { step, ..Self::default() }
     }
 
     fn duration(&self, phase: Phase) -> &Histogram {
