@@ -276,6 +276,22 @@ impl VoidOutcome {
 mod tests {
     use super::*;
 
+    #[test]
+    fn its_failure_codes_are_the_ones_the_proto_contract_lists() {
+        let checked = test_support::assert_failure_codes_listed::<pb::AuthorizeCardReply>(
+            &[ACCOUNT_NOT_FOUND, INVALID_AMOUNT, CARD_DECLINED, AUTHORIZATION_VOIDED],
+            &[include_str!("lua/authorize.lua")],
+        );
+        // Four constants and the script's spelling of the tombstone's refusal.
+        assert_eq!(checked, 5);
+        // VoidAuthorization never fails: its script spells no code.
+        let void = test_support::assert_failure_codes_listed::<pb::VoidAuthorizationReply>(
+            &[],
+            &[include_str!("lua/void.lua")],
+        );
+        assert_eq!(void, 0);
+    }
+
     fn account(limit: i64) -> Account {
         Account { consumer_id: 3, card: "**** 0005".into(), credit_limit_minor: limit }
     }

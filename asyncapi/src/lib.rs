@@ -271,8 +271,18 @@ fn message_object(pool: &prost_reflect::DescriptorPool, message: &SagaMessageInf
     object.insert("name".into(), json!(message.full_name));
     object.insert("title".into(), json!(message.option.title));
     object.insert("summary".into(), json!(message.option.summary));
-    if let Some(comment) = comment {
-        object.insert("description".into(), json!(comment));
+    let codes = &message.option.failure_codes;
+    let listed = (!codes.is_empty()).then(|| {
+        let codes: Vec<String> = codes.iter().map(|c| format!("`{c}`")).collect();
+        format!("Failure codes: {}.", codes.join(", "))
+    });
+    let description = [comment, listed].into_iter().flatten().collect::<Vec<_>>().join("\n\n");
+    if !description.is_empty() {
+        object.insert("description".into(), json!(description));
+    }
+    if !codes.is_empty() {
+        // Machine-readable, for clients that switch on a failure's code.
+        object.insert("x-failure-codes".into(), json!(codes));
     }
     object.insert("contentType".into(), json!(messaging::CONTENT_TYPE));
     object.insert("headers".into(), schema::reference(headers));
@@ -444,6 +454,23 @@ mod tests {
                 assert_eq!(message["contentType"], "application/x-protobuf");
             }
         }
+    }
+
+    #[test]
+    fn a_reply_documents_the_failure_codes_the_contract_lists() {
+        let document = doc("accounting_service");
+        let reply = &document["components"]["messages"]["ftgo.accounting.v1.AuthorizeCardReply"];
+        assert_eq!(
+            reply["x-failure-codes"],
+            json!(["ACCOUNT_NOT_FOUND", "INVALID_AMOUNT", "CARD_DECLINED", "AUTHORIZATION_VOIDED"]),
+            "{reply}"
+        );
+        let description = reply["description"].as_str().unwrap_or_default();
+        assert!(description.ends_with("`CARD_DECLINED`, `AUTHORIZATION_VOIDED`."), "{description}");
+        let void = &document["components"]["messages"]["ftgo.accounting.v1.VoidAuthorizationReply"];
+        assert!(void.get("x-failure-codes").is_none(), "{void}");
+        let command = &document["components"]["messages"]["ftgo.accounting.v1.AuthorizeCardCommand"];
+        assert!(command.get("x-failure-codes").is_none(), "{command}");
     }
 
     #[test]

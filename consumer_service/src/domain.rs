@@ -135,6 +135,15 @@ pub fn verify(consumer_id: i64, consumer: Option<&Consumer>) -> VerifyOutcome {
 mod tests {
     use super::*;
 
+    #[test]
+    fn its_failure_codes_are_the_ones_the_proto_contract_lists() {
+        let checked = test_support::assert_failure_codes_listed::<pb::VerifyConsumerReply>(
+            &[CONSUMER_NOT_FOUND, CONSUMER_SUSPENDED],
+            &[],
+        );
+        assert_eq!(checked, 2);
+    }
+
     fn consumer(id: i64, status: ConsumerStatus) -> Consumer {
         Consumer { consumer_id: id, name: format!("c{id}"), status }
     }

@@ -49,6 +49,10 @@ pub enum ContractError {
     /// A service consumes commands from more than one queue.
     #[error("{service} consumes commands from several queues: {queues:?}")]
     SeveralCommandQueues { service: String, queues: Vec<String> },
+    /// A failure code that is not SCREAMING_SNAKE_CASE, is listed twice, or is on
+    /// a command (only replies carry failures).
+    #[error("the {SAGA_OPTION} option of {message} lists the failure code {code:?}: {reason}")]
+    BadFailureCode { message: String, code: String, reason: &'static str },
 }
 
 /// One annotated saga message: its option, by the full protobuf name.
@@ -111,6 +115,7 @@ impl Contract {
                     return Err(ContractError::MissingField { message: full_name, field });
                 }
             }
+            check_failure_codes(&full_name, &option)?;
             messages.insert(full_name.clone(), SagaMessageInfo { full_name, option });
         }
         for info in messages.values().filter(|m| m.is_command()) {
@@ -135,6 +140,14 @@ impl Contract {
     /// The queue of the saga message named `full_name`.
     pub fn queue(&self, full_name: &str) -> Result<&str, ContractError> {
         Ok(&self.message(full_name)?.option.queue)
+    }
+
+    /// The failure code `code` as the reply `full_name` lists it, or `None` when the
+    /// reply does not list it (or is not a saga reply). Borrowed from the contract,
+    /// so a caller holding the `'static` [`contract()`] gets a `'static` code: a
+    /// metric label that costs no allocation and cannot be any string a sender makes up.
+    pub fn failure_code(&self, full_name: &str, code: &str) -> Option<&str> {
+        self.messages.get(full_name)?.option.failure_codes.iter().find(|known| *known == code).map(String::as_str)
     }
 
     /// The messages `service` consumes (commands for a participant, replies for the
@@ -168,6 +181,30 @@ impl Contract {
             }),
         }
     }
+}
+
+/// Failure codes are stable identifiers that clients match on and metrics carry
+/// as labels: SCREAMING_SNAKE_CASE, each listed once, and only on replies.
+fn check_failure_codes(full_name: &str, option: &SagaMessage) -> Result<(), ContractError> {
+    let bad = |code: &str, reason| ContractError::BadFailureCode {
+        message: full_name.to_owned(),
+        code: code.to_owned(),
+        reason,
+    };
+    for (i, code) in option.failure_codes.iter().enumerate() {
+        if !option.reply.is_empty() {
+            return Err(bad(code, "a command carries no failure"));
+        }
+        let screaming = code.starts_with(|c: char| c.is_ascii_uppercase())
+            && code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !screaming {
+            return Err(bad(code, "not SCREAMING_SNAKE_CASE"));
+        }
+        if option.failure_codes[..i].contains(code) {
+            return Err(bad(code, "listed twice"));
+        }
+    }
+    Ok(())
 }
 
 static POOL: LazyLock<Result<DescriptorPool, ContractError>> = LazyLock::new(|| {
@@ -362,6 +399,7 @@ mod tests {
             title: "T".into(),
             summary: "S".into(),
             compensation: false,
+            failure_codes: Vec::new(),
         };
         let refused = Contract::from_options([("a.Command".to_owned(), option("x.commands", "a.Missing"))]);
         assert_eq!(refused, Err(ContractError::BadReply { command: "a.Command".into(), reply: "a.Missing".into() }));
@@ -375,5 +413,65 @@ mod tests {
             ("a.Reply".to_owned(), option("y.replies", "")),
         ]);
         assert!(fine.is_ok(), "{fine:?}");
+    }
+
+    #[test]
+    fn every_reply_lists_its_failure_codes_and_no_command_does() {
+        let contract = contract().expect("contract");
+        let codes = |name: String| contract.message(&name).expect("saga message").option.failure_codes.clone();
+        assert_eq!(codes(consumer::VerifyConsumerReply::full_name()), ["CONSUMER_NOT_FOUND", "CONSUMER_SUSPENDED"]);
+        assert_eq!(
+            codes(restaurant::CreateTicketReply::full_name()),
+            ["RESTAURANT_NOT_FOUND", "MENU_ITEM_NOT_FOUND", "INVALID_ORDER", "TICKET_CANCELLED"]
+        );
+        assert_eq!(codes(restaurant::RejectTicketReply::full_name()), ["TICKET_ALREADY_ACCEPTED"]);
+        assert_eq!(
+            codes(restaurant::ApproveTicketReply::full_name()),
+            ["TICKET_NOT_FOUND", "TICKET_REJECTED", "KITCHEN_UNAVAILABLE"]
+        );
+        assert_eq!(
+            codes(accounting::AuthorizeCardReply::full_name()),
+            ["ACCOUNT_NOT_FOUND", "INVALID_AMOUNT", "CARD_DECLINED", "AUTHORIZATION_VOIDED"]
+        );
+        assert!(codes(accounting::VoidAuthorizationReply::full_name()).is_empty());
+        for command in contract.messages().filter(|m| m.is_command()) {
+            assert!(command.option.failure_codes.is_empty(), "{}", command.full_name);
+        }
+    }
+
+    #[test]
+    fn a_failure_code_is_found_only_on_the_reply_that_lists_it() {
+        let contract = contract().expect("contract");
+        let authorize = accounting::AuthorizeCardReply::full_name();
+        assert_eq!(contract.failure_code(&authorize, "CARD_DECLINED"), Some("CARD_DECLINED"));
+        assert_eq!(contract.failure_code(&authorize, "CONSUMER_NOT_FOUND"), None);
+        assert_eq!(contract.failure_code(&authorize, "card_declined"), None);
+        assert_eq!(contract.failure_code("ftgo.accounting.v1.NoSuchReply", "CARD_DECLINED"), None);
+    }
+
+    #[test]
+    fn failure_codes_that_could_not_be_labels_or_are_on_commands_are_refused() {
+        let reply = |codes: &[&str]| SagaMessage {
+            queue: "y.replies".into(),
+            receiver: "o_service".into(),
+            title: "T".into(),
+            summary: "S".into(),
+            failure_codes: codes.iter().map(|c| (*c).to_owned()).collect(),
+            ..SagaMessage::default()
+        };
+        let refused = |codes: &[&str]| match Contract::from_options([("a.Reply".to_owned(), reply(codes))]) {
+            Err(ContractError::BadFailureCode { code, reason, .. }) => (code, reason),
+            other => panic!("{codes:?} gave {other:?}"),
+        };
+        assert_eq!(refused(&["CARD declined"]), ("CARD declined".into(), "not SCREAMING_SNAKE_CASE"));
+        assert_eq!(refused(&["_X"]), ("_X".into(), "not SCREAMING_SNAKE_CASE"));
+        assert_eq!(refused(&[""]), ("".into(), "not SCREAMING_SNAKE_CASE"));
+        assert_eq!(refused(&["A_1", "B", "A_1"]), ("A_1".into(), "listed twice"));
+        let command = SagaMessage { reply: "a.Reply".into(), ..reply(&["X"]) };
+        assert!(matches!(
+            Contract::from_options([("a.Command".to_owned(), command), ("a.Reply".to_owned(), reply(&[]))]),
+            Err(ContractError::BadFailureCode { reason: "a command carries no failure", .. })
+        ));
+        assert!(Contract::from_options([("a.Reply".to_owned(), reply(&["A_1", "B2"]))]).is_ok());
     }
 }

@@ -307,6 +307,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn its_failure_codes_are_the_ones_the_proto_contract_lists() {
+        use crate::codes::*;
+        use test_support::assert_failure_codes_listed as listed;
+        let create = listed::<pb::CreateTicketReply>(
+            &[RESTAURANT_NOT_FOUND, MENU_ITEM_NOT_FOUND, INVALID_ORDER, TICKET_CANCELLED],
+            &[include_str!("lua/create_ticket.lua")],
+        );
+        let reject =
+            listed::<pb::RejectTicketReply>(&[TICKET_ALREADY_ACCEPTED], &[include_str!("lua/reject_ticket.lua")]);
+        let approve = listed::<pb::ApproveTicketReply>(
+            &[TICKET_NOT_FOUND, TICKET_REJECTED, KITCHEN_UNAVAILABLE],
+            &[include_str!("lua/approve_ticket.lua")],
+        );
+        // Each script's codes besides the constants: CreateTicket's one, RejectTicket's
+        // one, ApproveTicket's three.
+        assert_eq!((create, reject, approve), (5, 2, 6));
+    }
+
+    #[test]
     fn outcomes_read_what_the_lua_scripts_write() {
         // cjson's spelling: keys in any order, no `transient` unless set.
         let created = r#"{"total_minor":2590,"outcome":"success","ticket_id":7}"#;

@@ -23,6 +23,25 @@ use service_kit::{
     settings::{CommonSettings, Secret},
 };
 
+/// Panics unless every code in `codes`, and every `code = '…'` the Lua `scripts`
+/// spell, is a failure code the reply `M` lists in the proto contract
+/// (`failure_codes`): what a participant sends must be what clients and
+/// order_service's metrics can expect. Returns how many codes it checked.
+pub fn assert_failure_codes_listed<M: prost::Name>(codes: &[&str], scripts: &[&str]) -> usize {
+    let contract = proto::contract::contract().expect("the proto contract reads");
+    let reply = M::full_name();
+    let spelled = scripts
+        .iter()
+        .flat_map(|script| script.split("code = '").skip(1))
+        .map(|rest| rest.split_once('\'').map_or(rest, |(code, _)| code));
+    let mut checked = 0;
+    for code in codes.iter().copied().chain(spelled) {
+        assert!(contract.failure_code(&reply, code).is_some(), "{reply} does not list the failure code {code:?}");
+        checked += 1;
+    }
+    checked
+}
+
 /// The broker tests use (`AMQP_URL` overrides).
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
