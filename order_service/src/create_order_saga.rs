@@ -43,6 +43,24 @@ pub const RESTAURANT_QUEUE: &proto::contract::Queue = &proto::contract::Queue::o
 pub const ACCOUNTING_QUEUE: &proto::contract::Queue = &proto::contract::Queue::of::<accounting::AuthorizeCardCommand>();
 pub const REPLY_QUEUE: &proto::contract::Queue = &proto::contract::Queue::of::<consumer::VerifyConsumerReply>();
 
+/// The orchestrator's own failure of CREATE_TICKET: the priced order is over the limit.
+pub const ORDER_TOTAL_LIMIT_EXCEEDED: &str = "ORDER_TOTAL_LIMIT_EXCEEDED";
+
+/// `code` as a code that step `step`'s action can fail with, or `None`: one its
+/// reply lists in the proto contract (`failure_codes`), one the state machine
+/// gives itself (`TIMEOUT`, `CANCELLED`), or the orchestrator's own limit. Codes in
+/// a reply are whatever a participant sent; this is how they become bounded labels.
+pub fn known_failure_code(step: usize, code: &str) -> Option<&'static str> {
+    if let Some(own) = saga::machine::codes::ALL.into_iter().find(|own| *own == code) {
+        return Some(own);
+    }
+    if step == CREATE_TICKET && code == ORDER_TOTAL_LIMIT_EXCEEDED {
+        return Some(ORDER_TOTAL_LIMIT_EXCEEDED);
+    }
+    let reply = expected_reply_type(step, Phase::Action)?;
+    proto::contract::contract().ok()?.failure_code(&reply.to_string(), code)
+}
+
 /// Retry settings of the saga's commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SagaPolicy {
@@ -167,7 +185,7 @@ impl SagaDomain for OrderDomain {
                 data.total_minor = Some(total_minor);
                 if total_minor > self.max_total_minor {
                     return Err(StepFailure::business(
-                        "ORDER_TOTAL_LIMIT_EXCEEDED",
+                        ORDER_TOTAL_LIMIT_EXCEEDED,
                         format!(
                             "order total {} exceeds the limit of {} set by order_service",
                             format_minor(total_minor),

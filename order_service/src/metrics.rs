@@ -4,7 +4,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `ftgo_sagas_started_total` | counter | |
-//! | `ftgo_sagas_finished_total` | counter | `state` (APPROVED, REJECTED), `failed_step`, `code` |
+//! | `ftgo_sagas_finished_total` | counter | `state` (APPROVED, REJECTED), `failed_step`, `code` (a code the step's reply lists in the proto contract, `TIMEOUT`, `CANCELLED`, `ORDER_TOTAL_LIMIT_EXCEEDED`, or `OTHER`) |
 //! | `ftgo_sagas_parked_total` | counter | `step` |
 //! | `ftgo_saga_step_duration_seconds` | histogram | `step`, `phase`: first send to success, retries included |
 //! | `ftgo_saga_retries_total` | counter | `step` |
@@ -23,7 +23,11 @@ use std::sync::OnceLock;
 use metrics::{Counter, Histogram};
 use saga::{EventKind, Pending, Phase, SagaDefinition, Transition};
 
-use crate::orchestrator::OrderSaga;
+use crate::{create_order_saga::known_failure_code, orchestrator::OrderSaga};
+
+/// The `code` (or `failed_step`) label of a rejection whose code (or step) is not
+/// one the saga knows.
+pub const OTHER_LABEL: &str = "OTHER";
 
 /// The orchestrator's saga metrics, kept as handles per step of the definition.
 ///
@@ -34,7 +38,7 @@ use crate::orchestrator::OrderSaga;
 /// the first time its series counts, so `/metrics` shows a series once it has
 /// happened, as it did before, and no series for what a step cannot do (a
 /// compensation of a step that has none). A rejection is still looked up when it
-/// happens: its code is whatever the participant replied.
+/// happens, with its code bounded to those the proto contract lists for the step.
 pub struct SagaMetrics {
     started: OnceLock<Counter>,
     approved: OnceLock<Counter>,
@@ -88,6 +92,28 @@ impl SagaMetrics {
         &self.steps[index.min(last)]
     }
 
+    /// A rejection's `failed_step` and `code` labels. The code is one the failed
+    /// step can fail with ([`known_failure_code`]), or `OTHER`: a participant that
+    /// sends codes its reply does not list must not add series to `/metrics`.
+    fn rejection_labels(&self, state: &OrderSaga) -> (&'static str, &'static str) {
+        let Some(failure) = state.failure.as_ref() else {
+            return ("", "");
+        };
+        let Some(index) = self.steps.iter().position(|s| s.step == failure.step) else {
+            return (OTHER_LABEL, OTHER_LABEL);
+        };
+        let code = known_failure_code(index, &failure.code).unwrap_or_else(|| {
+            tracing::warn!(
+                order_id = %state.saga_id,
+                step = %failure.step,
+                code = %failure.code,
+                "the saga failed with a code its step's reply does not list in the proto contract; counted as {OTHER_LABEL}"
+            );
+            OTHER_LABEL
+        });
+        (self.steps[index].step, code)
+    }
+
     /// Records what one saved transition did. `before` is the saga's pending
     /// command before the transition (for step latencies).
     pub fn record(&self, before: Option<&Pending>, state: &OrderSaga, transition: &Transition, now_ms: i64) {
@@ -124,8 +150,7 @@ impl SagaMetrics {
                     })
                     .increment(1),
                 EventKind::SagaRejected => {
-                    let (failed_step, code) =
-                        state.failure.as_ref().map(|f| (f.step.clone(), f.code.clone())).unwrap_or_default();
+                    let (failed_step, code) = self.rejection_labels(state);
                     metrics::counter!("ftgo_sagas_finished_total", "state" => "REJECTED", "failed_step" => failed_step, "code" => code)
                         .increment(1);
                 }
@@ -206,6 +231,26 @@ mod tests {
         assert!(!state.status.is_active(), "the saga ended: {:?}", state.status);
     }
 
+    /// Every series the recorder holds: name, labels as `key=value`, value; sorted.
+    fn snapshot(snapshotter: &metrics_util::debugging::Snapshotter) -> Vec<(String, Vec<String>, String)> {
+        let mut seen: Vec<(String, Vec<String>, String)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let labels = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+                let value = match value {
+                    DebugValue::Counter(n) => n.to_string(),
+                    DebugValue::Histogram(samples) => format!("{} samples", samples.len()),
+                    DebugValue::Gauge(g) => g.to_string(),
+                };
+                (key.key().name().to_owned(), labels, value)
+            })
+            .collect();
+        seen.sort();
+        seen
+    }
+
     #[test]
     fn prepared_handles_count_what_the_transitions_did() {
         let definition = create_order_saga::definition(SagaPolicy::default()).expect("definition");
@@ -247,21 +292,7 @@ mod tests {
             let transition = machine.on_wake(&mut state, late).expect("the deadline has passed");
             metrics.record(before.as_ref(), &state, &transition, late.now_ms);
         });
-        let mut seen: Vec<(String, Vec<String>, String)> = snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .map(|(key, _, _, value)| {
-                let labels = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-                let value = match value {
-                    DebugValue::Counter(n) => n.to_string(),
-                    DebugValue::Histogram(samples) => format!("{} samples", samples.len()),
-                    DebugValue::Gauge(g) => g.to_string(),
-                };
-                (key.key().name().to_owned(), labels, value)
-            })
-            .collect();
-        seen.sort();
+        let seen = snapshot(&snapshotter);
         let find = |name: &str, labels: &[&str]| {
             seen.iter()
                 .find(|(n, l, _)| n == name && l.iter().map(String::as_str).eq(labels.iter().copied()))
@@ -296,5 +327,55 @@ mod tests {
         // without a compensation shows one.
         assert_eq!(find("ftgo_saga_timeouts_total", &["step=APPROVE_TICKET"]), None);
         assert_eq!(find("ftgo_saga_step_duration_seconds", &["step=VERIFY_CONSUMER", "phase=compensation"]), None);
+    }
+
+    #[test]
+    fn a_rejection_is_labelled_only_by_codes_its_step_can_fail_with() {
+        let definition = create_order_saga::definition(SagaPolicy::default()).expect("definition");
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let verified = || Outcome::Success(ReplyPayload::ConsumerVerified);
+        let failed = |code: &str| Outcome::Failure(StepFailure::business(code, "no"));
+        metrics::with_local_recorder(&recorder, || {
+            let metrics = SagaMetrics::new(&definition);
+            // Listed in CreateTicketReply's failure_codes.
+            run(&metrics, &definition, "listed", vec![verified(), failed("RESTAURANT_NOT_FOUND")]);
+            // A real code, but of another reply; and one no reply lists.
+            run(&metrics, &definition, "other-reply", vec![failed("CARD_DECLINED")]);
+            run(&metrics, &definition, "made-up", vec![failed("X-1234 made up")]);
+            // The orchestrator's own: the priced total is over the limit (50,000).
+            let over = Outcome::Success(ReplyPayload::TicketCreated { ticket_id: 9, total_minor: 60_000 });
+            run(&metrics, &definition, "over", vec![verified(), over, Outcome::Success(ReplyPayload::Compensated)]);
+        });
+        let rejected: Vec<(Vec<String>, String)> = snapshot(&snapshotter)
+            .into_iter()
+            .filter(|(name, labels, _)| {
+                name == "ftgo_sagas_finished_total" && labels.first().is_some_and(|l| l == "state=REJECTED")
+            })
+            .map(|(_, labels, value)| (labels[1..].to_vec(), value))
+            .collect();
+        let series = |step: &str, code: &str| (vec![format!("failed_step={step}"), format!("code={code}")], "1");
+        let expected: Vec<(Vec<String>, &str)> = vec![
+            series("CREATE_TICKET", "ORDER_TOTAL_LIMIT_EXCEEDED"),
+            series("CREATE_TICKET", "RESTAURANT_NOT_FOUND"),
+            (series("VERIFY_CONSUMER", OTHER_LABEL).0, "2"),
+        ];
+        let rejected: Vec<(Vec<String>, &str)> = rejected.iter().map(|(l, v)| (l.clone(), v.as_str())).collect();
+        assert_eq!(rejected, expected);
+    }
+
+    #[test]
+    fn the_machines_own_codes_are_known_at_every_step() {
+        for step in 0..=create_order_saga::APPROVE_ORDER {
+            assert_eq!(known_failure_code(step, "TIMEOUT"), Some("TIMEOUT"));
+            assert_eq!(known_failure_code(step, "CANCELLED"), Some("CANCELLED"));
+        }
+        assert_eq!(known_failure_code(create_order_saga::AUTHORIZE_CARD, "CARD_DECLINED"), Some("CARD_DECLINED"));
+        assert_eq!(
+            known_failure_code(create_order_saga::APPROVE_TICKET, "KITCHEN_UNAVAILABLE"),
+            Some("KITCHEN_UNAVAILABLE")
+        );
+        assert_eq!(known_failure_code(create_order_saga::AUTHORIZE_CARD, "ORDER_TOTAL_LIMIT_EXCEEDED"), None);
+        assert_eq!(known_failure_code(create_order_saga::CREATE_ORDER, "CARD_DECLINED"), None);
     }
 }

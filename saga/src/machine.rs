@@ -140,6 +140,17 @@ pub struct Clock {
     pub jitter: f64,
 }
 
+/// The failure codes the state machine gives a step itself; every other code comes
+/// from a participant's reply or the saga's domain.
+pub mod codes {
+    /// Every attempt of a command went unanswered.
+    pub const TIMEOUT: &str = "TIMEOUT";
+    /// An operator cancelled the saga.
+    pub const CANCELLED: &str = "CANCELLED";
+    /// Both.
+    pub const ALL: [&str; 2] = [TIMEOUT, CANCELLED];
+}
+
 /// A business or transient failure reported for a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepFailure {
@@ -415,8 +426,10 @@ impl<'a, Dm: SagaDomain> SagaMachine<'a, Dm> {
                 policy.attempt_timeout.as_millis(),
                 pending.attempt
             );
-            t.events.push(Event::new(EventKind::StepTimedOut, pending.step, pending.attempt).with("TIMEOUT", &message));
-            let failure = StepFailure { code: "TIMEOUT".into(), message, transient: true };
+            t.events.push(
+                Event::new(EventKind::StepTimedOut, pending.step, pending.attempt).with(codes::TIMEOUT, &message),
+            );
+            let failure = StepFailure { code: codes::TIMEOUT.into(), message, transient: true };
             match pending.phase {
                 Phase::Action => self.retry_or_give_up(state, &pending, failure, clock, &mut t),
                 Phase::Compensation => self.retry_or_park(state, &pending, failure, clock, &mut t),
@@ -441,10 +454,10 @@ impl<'a, Dm: SagaDomain> SagaMachine<'a, Dm> {
             return Err(Ignored::NotAllowed("the saga is past its pivot and can only complete".into()));
         }
         let mut t = Transition::default();
-        t.events.push(Event::new(EventKind::OperatorAction, state.step, 0).with("CANCELLED", reason));
+        t.events.push(Event::new(EventKind::OperatorAction, state.step, 0).with(codes::CANCELLED, reason));
         let step = state.step;
         let in_flight = state.pending.is_some();
-        self.fail(state, step, StepFailure::business("CANCELLED", reason), in_flight, clock, &mut t);
+        self.fail(state, step, StepFailure::business(codes::CANCELLED, reason), in_flight, clock, &mut t);
         state.updated_at_ms = clock.now_ms;
         Ok(t)
     }
