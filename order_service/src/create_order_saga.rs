@@ -58,7 +58,7 @@ pub fn known_failure_code(step: usize, code: &str) -> Option<&'static str> {
         return Some(ORDER_TOTAL_LIMIT_EXCEEDED);
     }
     let reply = expected_reply_type(step, Phase::Action)?;
-    proto::contract::contract().ok()?.failure_code(&reply.to_string(), code)
+    proto::contract::contract().ok()?.failure_code(reply, code)
 }
 
 /// Retry settings of the saga's commands.

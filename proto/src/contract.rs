@@ -142,12 +142,14 @@ impl Contract {
         Ok(&self.message(full_name)?.option.queue)
     }
 
-    /// The failure code `code` as the reply `full_name` lists it, or `None` when the
+    /// The failure code `code` as the reply `reply` lists it, or `None` when the
     /// reply does not list it (or is not a saga reply). Borrowed from the contract,
     /// so a caller holding the `'static` [`contract()`] gets a `'static` code: a
-    /// metric label that costs no allocation and cannot be any string a sender makes up.
-    pub fn failure_code(&self, full_name: &str, code: &str) -> Option<&str> {
-        self.messages.get(full_name)?.option.failure_codes.iter().find(|known| *known == code).map(String::as_str)
+    /// metric label that costs no allocation and cannot be any string a sender makes
+    /// up. The reply is found by a scan of the dozen saga messages, so no name is built.
+    pub fn failure_code(&self, reply: crate::TypeName, code: &str) -> Option<&str> {
+        let message = self.messages.values().find(|m| reply.matches(&m.full_name))?;
+        message.option.failure_codes.iter().find(|known| *known == code).map(String::as_str)
     }
 
     /// The messages `service` consumes (commands for a participant, replies for the
@@ -442,11 +444,12 @@ mod tests {
     #[test]
     fn a_failure_code_is_found_only_on_the_reply_that_lists_it() {
         let contract = contract().expect("contract");
-        let authorize = accounting::AuthorizeCardReply::full_name();
-        assert_eq!(contract.failure_code(&authorize, "CARD_DECLINED"), Some("CARD_DECLINED"));
-        assert_eq!(contract.failure_code(&authorize, "CONSUMER_NOT_FOUND"), None);
-        assert_eq!(contract.failure_code(&authorize, "card_declined"), None);
-        assert_eq!(contract.failure_code("ftgo.accounting.v1.NoSuchReply", "CARD_DECLINED"), None);
+        let authorize = crate::TypeName::of::<accounting::AuthorizeCardReply>();
+        assert_eq!(contract.failure_code(authorize, "CARD_DECLINED"), Some("CARD_DECLINED"));
+        assert_eq!(contract.failure_code(authorize, "CONSUMER_NOT_FOUND"), None);
+        assert_eq!(contract.failure_code(authorize, "card_declined"), None);
+        let missing = crate::TypeName { package: "ftgo.accounting.v1", name: "NoSuchReply" };
+        assert_eq!(contract.failure_code(missing, "CARD_DECLINED"), None);
     }
 
     #[test]

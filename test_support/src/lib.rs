@@ -29,14 +29,14 @@ use service_kit::{
 /// order_service's metrics can expect. Returns how many codes it checked.
 pub fn assert_failure_codes_listed<M: prost::Name>(codes: &[&str], scripts: &[&str]) -> usize {
     let contract = proto::contract::contract().expect("the proto contract reads");
-    let reply = M::full_name();
+    let reply = proto::TypeName::of::<M>();
     let spelled = scripts
         .iter()
         .flat_map(|script| script.split("code = '").skip(1))
         .map(|rest| rest.split_once('\'').map_or(rest, |(code, _)| code));
     let mut checked = 0;
     for code in codes.iter().copied().chain(spelled) {
-        assert!(contract.failure_code(&reply, code).is_some(), "{reply} does not list the failure code {code:?}");
+        assert!(contract.failure_code(reply, code).is_some(), "{reply} does not list the failure code {code:?}");
         checked += 1;
     }
     checked
