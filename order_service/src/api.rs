@@ -328,10 +328,7 @@ mod tests {
 
     fn event(kind: &str, step: &str, status: &str, label: &str) -> StoredEvent {
         let fields = [("kind", kind), ("step", step), ("attempt", "2"), ("status", status), ("label", label)];
-        StoredEvent {
-            id: "7-1".into(),
-            fields: fields.iter().map(|(f, v)| ((*f).to_owned(), (*v).to_owned())).collect(),
-        }
+        StoredEvent { id: "7-1".into(), fields: fields.iter().map(|(f, v)| ((*f).into(), (*v).to_owned())).collect() }
     }
 
     #[test]

@@ -115,6 +115,42 @@ async fn two_writers_from_one_version_cannot_both_advance_a_saga() {
     cleanup(&mut conn, &prefix).await;
 }
 
+/// SCRIPT FLUSH is server-wide; every script caller in this workspace loads its
+/// script again on NOSCRIPT, so the tests running beside this one only pay a reload.
+#[tokio::test]
+async fn a_save_after_redis_forgot_its_scripts_loads_the_script_again_and_writes_the_documented_keys() {
+    let (store, mut conn, prefix) = store().await;
+    let def = definition();
+    let machine = SagaMachine::new(&def, &Domain);
+    let id = "0190b5c2-0000-7000-8000-0000000000f1";
+    let (state, transition) = machine.start(id.into(), 0, Clock { now_ms: 1_000, jitter: 0.0 });
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.expect("flush scripts");
+    assert_eq!(
+        store.save(&def, &state, &transition.events, None, "PENDING", None).await.expect("save"),
+        SaveOutcome::Saved(1)
+    );
+    let loaded: SagaState<u32> = store.load(id).await.expect("load").expect("exists");
+    assert_eq!(loaded.version, 1);
+    // The key layout of the module's table: the state, its events, the indexes.
+    let state_key = format!("{prefix}saga:{{{id}}}");
+    let exists: (bool, bool) = redis::pipe()
+        .exists(&state_key)
+        .exists(format!("{state_key}:events"))
+        .query_async(&mut conn)
+        .await
+        .expect("exists");
+    assert_eq!(exists, (true, true));
+    let indexed: (Option<f64>, Option<f64>, Option<f64>) = redis::pipe()
+        .zscore(format!("{prefix}sagas:all"), id)
+        .zscore(format!("{prefix}sagas:label:PENDING"), id)
+        .zscore(format!("{prefix}sagas:unfinished"), id)
+        .query_async(&mut conn)
+        .await
+        .expect("scores");
+    assert_eq!(indexed, (Some(0.0), Some(0.0), Some(1_000.0)));
+    cleanup(&mut conn, &prefix).await;
+}
+
 #[tokio::test]
 async fn listing_pages_newest_first_and_finished_sagas_leave_the_unfinished_index() {
     let (store, mut conn, prefix) = store().await;
