@@ -117,14 +117,23 @@ impl Envelope {
 }
 
 /// A W3C `traceparent` whose trace id is the saga's UUID, so every message of one
-/// saga belongs to one trace without any shared state.
+/// saga belongs to one trace without any shared state. Built in one string: it is
+/// made for every command the orchestrator sends.
 pub fn traceparent_for(saga_id: &str) -> Option<String> {
-    let trace_id: String = saga_id.chars().filter(|c| c.is_ascii_hexdigit()).collect::<String>().to_ascii_lowercase();
-    if trace_id.len() != 32 || trace_id.chars().all(|c| c == '0') {
+    use std::fmt::Write as _;
+    let mut traceparent = String::with_capacity(55);
+    traceparent.push_str("00-");
+    let (mut digits, mut zeros) = (0usize, 0usize);
+    for c in saga_id.chars().filter(char::is_ascii_hexdigit) {
+        traceparent.push(c.to_ascii_lowercase());
+        digits += 1;
+        zeros += usize::from(c == '0');
+    }
+    if digits != 32 || zeros == 32 {
         return None;
     }
-    let span_id = format!("{:016x}", rand::random::<u64>().max(1));
-    Some(format!("00-{trace_id}-{span_id}-01"))
+    write!(traceparent, "-{:016x}-01", rand::random::<u64>().max(1)).ok()?;
+    Some(traceparent)
 }
 
 /// A message ready to publish to a queue through the default exchange.
@@ -208,6 +217,10 @@ mod tests {
         let tp = traceparent_for("0190B5C2-6C4E-7A1B-8F00-000000000001").unwrap_or_default();
         assert!(tp.starts_with("00-0190b5c26c4e7a1b8f00000000000001-"), "{tp}");
         assert_eq!(tp.len(), 55);
+        assert!(tp.ends_with("-01") && tp[36..52].chars().all(|c| c.is_ascii_hexdigit()), "{tp}");
         assert_eq!(traceparent_for("not-a-uuid"), None);
+        // W3C forbids an all-zero trace id; 33 digits are not a UUID.
+        assert_eq!(traceparent_for("00000000-0000-0000-0000-000000000000"), None);
+        assert_eq!(traceparent_for("0190b5c2-6c4e-7a1b-8f00-0000000000011"), None);
     }
 }
