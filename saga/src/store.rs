@@ -360,11 +360,25 @@ impl SagaStore {
     }
 
     pub fn state_key(&self, id: &str) -> String {
-        format!("{}saga:{{{id}}}", self.prefix)
+        self.state_key_arg(id).to_string()
     }
 
     pub fn events_key(&self, id: &str) -> String {
-        format!("{}saga:{{{id}}}:events", self.prefix)
+        self.events_key_arg(id).to_string()
+    }
+
+    /// The per-saga keys as command arguments: the one spelling of their layout,
+    /// which a save writes straight into its command and the rest format.
+    fn state_key_arg<'a>(&'a self, id: &'a str) -> Joined<'a, 4> {
+        Joined([&self.prefix, "saga:{", id, "}"])
+    }
+
+    fn events_key_arg<'a>(&'a self, id: &'a str) -> Joined<'a, 4> {
+        Joined([&self.prefix, "saga:{", id, "}:events"])
+    }
+
+    fn label_key_arg<'a>(&'a self, label: &'a str) -> Joined<'a, 3> {
+        Joined([&self.prefix, "sagas:label:", label])
     }
 
     fn wake_key(&self) -> &str {
@@ -384,7 +398,7 @@ impl SagaStore {
     }
 
     fn label_key(&self, label: &str) -> String {
-        format!("{}sagas:label:{label}", self.prefix)
+        self.label_key_arg(label).to_string()
     }
 
     /// Loads a saga with its version, or `None`.
@@ -479,7 +493,6 @@ impl SagaStore {
             .collect();
         let rendered_json = serde_json::to_string(&rendered).map_err(StoreError::Encode)?;
         let id = &state.saga_id;
-        let prefix = self.prefix.as_str();
         // EVALSHA built as one command, not through `Script::key`/`arg`: those keep
         // every argument in a `Vec` of its own (some 45 per save, a fifth of
         // order_service's allocations), and the keys are written straight into the
@@ -490,13 +503,13 @@ impl SagaStore {
         cmd.arg("EVALSHA")
             .arg(self.save.get_hash())
             .arg(8)
-            .arg(Joined([prefix, "saga:{", id, "}"]))
-            .arg(Joined([prefix, "saga:{", id, "}:events"]))
+            .arg(self.state_key_arg(id))
+            .arg(self.events_key_arg(id))
             .arg(self.wake_key())
             .arg(self.unfinished_key())
             .arg(self.all_key())
-            .arg(Joined([prefix, "sagas:label:", old_label.unwrap_or(label)]))
-            .arg(Joined([prefix, "sagas:label:", label]))
+            .arg(self.label_key_arg(old_label.unwrap_or(label)))
+            .arg(self.label_key_arg(label))
             .arg(self.finished_key())
             .arg(state.version)
             .arg(&json)
