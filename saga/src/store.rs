@@ -3,7 +3,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{p}saga:{<id>}` | hash | `v` version, `s` state (JSON), `label` (e.g. the order state), `e` the id of its last event, `u` whether the indexes hold it as unfinished (`1`/`0`), `w` set once someone watched it ([`SagaStore::watch_and_load`]) |
-//! | `{p}saga:{<id>}:events` | stream | one entry per event; watchers replay and tail it |
+//! | `{p}saga:{<id>}:events` | stream | one entry per event, its one field `event` a JSON object ([`StoredEvent`]); watchers replay and tail it |
 //! | `{p}sagas:wake` | sorted set | saga id by the time the sweeper must look at it |
 //! | `{p}sagas:unfinished` | sorted set | running, compensating or parked sagas by creation time (stuck = unfinished too long) |
 //! | `{p}sagas:all`, `{p}sagas:label:<label>` | sorted sets | ids for listing (UUIDv7 ids sort by time) |
@@ -62,6 +62,10 @@ const EVENT_FIELDS: usize = 8;
 /// The names of [`EVENT_FIELDS`], in stored order.
 const EVENT_FIELD_NAMES: [&str; EVENT_FIELDS] = ["kind", "step", "attempt", "code", "message", "status", "label", "at"];
 
+/// The one field of a stream entry in the current format: the event as a JSON
+/// object.
+const EVENT_ENTRY_FIELD: &str = "event";
+
 /// A field name as a [`StoredEvent`] keeps it: borrowed when it is one of the
 /// known names (all of them, in practice), so reading an event allocates only its
 /// non-empty values.
@@ -72,20 +76,45 @@ fn field_name(name: &str) -> Cow<'static, str> {
         .map_or_else(|| Cow::Owned(name.to_owned()), |known| Cow::Borrowed(*known))
 }
 
+/// One event as a save stores it: the value of its stream entry's one field
+/// (`event`) and, unchanged, an element of its notice's `events`. Empty `code`
+/// and `message` are left out.
+///
+/// The decision a reader must know: one JSON value per event, not a stream field
+/// per event field. Redis converts every script argument and every argument of a
+/// command a script calls, and a client parses every element of a reply, so eight
+/// field/value pairs cost sixteen of each; an event is written once and read by
+/// every watch. Streams written before this format (sixteen fields an entry) are
+/// still read ([`StoredEvent::from_entry`]).
+#[derive(serde::Serialize)]
+struct EventRecord<'a> {
+    kind: &'a str,
+    step: &'a str,
+    attempt: u32,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    code: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    message: &'a str,
+    status: &'a str,
+    label: &'a str,
+    at: i64,
+}
+
 /// One event as stored in a saga's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
     /// The stream entry id, e.g. `1732632000000-0`.
     pub id: String,
-    /// Field and value, in stored order. A list, not a map: an event has eight
-    /// fields, and every event a watch sends is parsed once, so hashing and a table
-    /// per event cost more than the scan.
+    /// Field and value, in stored order; numbers as their decimal text. A list,
+    /// not a map: an event has eight fields, and every event a watch sends is
+    /// parsed once, so hashing and a table per event cost more than the scan.
     pub fields: Vec<(Cow<'static, str>, String)>,
 }
 
 impl StoredEvent {
     /// An event from a flat `[field, value, field, value, …]` list (a stream
-    /// entry or a notice's event); a last field without a value is dropped.
+    /// entry or a notice's event in the format before [`EventRecord`]); a last
+    /// field without a value is dropped.
     pub fn from_flat<S: AsRef<str> + Into<String>>(id: String, flat: impl IntoIterator<Item = S>) -> Self {
         let mut pairs = flat.into_iter();
         let mut fields = Vec::with_capacity(EVENT_FIELDS);
@@ -93,6 +122,21 @@ impl StoredEvent {
             fields.push((field_name(field.as_ref()), value.into()));
         }
         Self { id, fields }
+    }
+
+    /// An event from a stream entry's fields, in either format: the one field
+    /// `event` holding its JSON object, or the older field/value pairs. An `event`
+    /// that is not a JSON object is kept as it is, under that name, so a watcher
+    /// still sees an event with that id rather than a failed stream.
+    pub fn from_entry(id: String, mut flat: Vec<String>) -> Self {
+        if flat.len() == 2 && flat[0] == EVENT_ENTRY_FIELD {
+            let json = flat.pop().unwrap_or_default();
+            return match serde_json::from_str::<EventFields>(&json) {
+                Ok(EventFields(fields)) => Self { id, fields },
+                Err(_) => Self { id, fields: vec![(Cow::Borrowed(EVENT_ENTRY_FIELD), json)] },
+            };
+        }
+        Self::from_flat(id, flat)
     }
 
     /// The value of `name`, or `""`.
@@ -126,8 +170,7 @@ struct NoticeJson<'a> {
     prev: JsonStr<'a>,
     #[serde(borrow)]
     ids: Vec<JsonStr<'a>>,
-    #[serde(borrow)]
-    events: Vec<Vec<JsonStr<'a>>>,
+    events: Vec<EventFields>,
 }
 
 /// A JSON string borrowed from the input when it has no escapes, copied
@@ -172,6 +215,90 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonStr<'a> {
     }
 }
 
+/// One event's fields as JSON: an object (the current format, [`EventRecord`])
+/// or a flat `[field, value, …]` array (notices before it). Names and values are
+/// read in place; numbers become their decimal text.
+struct EventFields(Vec<(Cow<'static, str>, String)>);
+
+impl<'de> serde::Deserialize<'de> for EventFields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EventFields;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event: a JSON object, or a flat array of field names and values")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::with_capacity(EVENT_FIELDS);
+                while let Some(name) = map.next_key::<JsonStr<'de>>()? {
+                    let value: JsonScalar = map.next_value()?;
+                    fields.push((field_name(name.as_ref()), value.0));
+                }
+                Ok(EventFields(fields))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::with_capacity(EVENT_FIELDS);
+                while let Some(name) = seq.next_element::<JsonStr<'de>>()? {
+                    match seq.next_element::<JsonStr<'de>>()? {
+                        Some(value) => fields.push((field_name(name.as_ref()), value.into())),
+                        None => break,
+                    }
+                }
+                Ok(EventFields(fields))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A JSON string or number as text (`null` as empty).
+struct JsonScalar(String);
+
+impl<'de> serde::Deserialize<'de> for JsonScalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = JsonScalar;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a number")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonScalar(v.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonScalar(v))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(JsonScalar(v.to_string()))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(JsonScalar(v.to_string()))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(JsonScalar(v.to_string()))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(JsonScalar(v.to_string()))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(JsonScalar(String::new()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 impl EventsNotice {
     /// Splits a message of the events channel into the saga's id and the notice,
     /// still unparsed: a replica parses only the notices of sagas it has watchers
@@ -190,7 +317,7 @@ impl EventsNotice {
             .ids
             .into_iter()
             .zip(notice.events)
-            .map(|(id, flat)| StoredEvent::from_flat(id.into(), flat))
+            .map(|(id, EventFields(fields))| StoredEvent { id: id.into(), fields })
             .collect();
         Ok(Self { prev: notice.prev.into(), events })
     }
@@ -214,12 +341,13 @@ pub fn stream_id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 const SAVE: &str = r#"
 -- KEYS: 1 state, 2 events, 3 wake, 4 active, 5 all, 6 old label index, 7 new label index, 8 finished
 -- ARGV: 1 expected version (0: create), 2 state json, 3 wake-at ms or '', 4 saga id,
---       5 created-at ms, 6 unfinished '1'/'0', 7 events (JSON array of flat field lists, for
---       the notice), 8 label, 9 updated-at ms, 10 linked key or '', 11 events channel,
---       12 fields per event (XADD's field/value arguments), 13.. the events' fields, flat
+--       5 created-at ms, 6 unfinished '1'/'0', 7 label, 8 updated-at ms, 9 linked key or '',
+--       10 events channel, 11.. the events, one JSON object each
 -- The hash's 'u' is the unfinished flag the indexes were last moved for: a save that
 -- does not change it (most do not) leaves the unfinished and finished indexes alone.
 -- 'w' is set once a watch started: only then is there anyone to notify.
+-- Every redis.call costs Redis far more than the command itself, so a create
+-- removes nothing from indexes that cannot hold a new id.
 local stored = redis.call('HMGET', KEYS[1], 'v', 'e', 'u', 'w')
 local current = stored[1]
 if ARGV[1] == '0' then
@@ -228,14 +356,12 @@ elseif current ~= ARGV[1] then
   return 0
 end
 local version = (tonumber(current) or 0) + 1
-local width = tonumber(ARGV[12])
+local creating = ARGV[1] == '0'
 local ids = {}
-if width > 0 then
-  for first = 13, #ARGV, width do
-    ids[#ids + 1] = redis.call('XADD', KEYS[2], '*', unpack(ARGV, first, first + width - 1))
-  end
+for i = 11, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[2], '*', 'event', ARGV[i])
 end
-local hash = { 'v', version, 's', ARGV[2], 'label', ARGV[8] }
+local hash = { 'v', version, 's', ARGV[2], 'label', ARGV[7] }
 if #ids > 0 then
   hash[#hash + 1] = 'e'
   hash[#hash + 1] = ids[#ids]
@@ -245,38 +371,40 @@ if moved then
   hash[#hash + 1] = 'u'
   hash[#hash + 1] = ARGV[6]
 end
-if ARGV[10] ~= '' then
+if ARGV[9] ~= '' then
   hash[#hash + 1] = 'linked'
-  hash[#hash + 1] = ARGV[10]
+  hash[#hash + 1] = ARGV[9]
 end
 redis.call('HSET', KEYS[1], unpack(hash))
-if ARGV[3] == '' then
-  redis.call('ZREM', KEYS[3], ARGV[4])
-else
+if ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+elseif not creating then
+  redis.call('ZREM', KEYS[3], ARGV[4])
 end
 if moved then
   if ARGV[6] == '1' then
     redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
-    redis.call('ZREM', KEYS[8], ARGV[4])
+    if not creating then redis.call('ZREM', KEYS[8], ARGV[4]) end
   else
-    redis.call('ZREM', KEYS[4], ARGV[4])
+    if not creating then redis.call('ZREM', KEYS[4], ARGV[4]) end
     -- NX: the retention counts from the first time the saga finished.
-    redis.call('ZADD', KEYS[8], 'NX', ARGV[9], ARGV[4])
+    redis.call('ZADD', KEYS[8], 'NX', ARGV[8], ARGV[4])
   end
 end
-if ARGV[1] == '0' then redis.call('ZADD', KEYS[5], 0, ARGV[4]) end
-if KEYS[6] ~= KEYS[7] or ARGV[1] == '0' then
+if creating then
+  redis.call('ZADD', KEYS[5], 0, ARGV[4])
+  redis.call('ZADD', KEYS[7], 0, ARGV[4])
+elseif KEYS[6] ~= KEYS[7] then
   redis.call('ZREM', KEYS[6], ARGV[4])
   redis.call('ZADD', KEYS[7], 0, ARGV[4])
 end
 if #ids > 0 and stored[4] then
   -- "<saga id>\n<JSON>": the events themselves, so a watcher needs no read of the
   -- stream, and the id of the entry before them, so it can tell it missed none.
-  -- The events are ARGV[7] as it came: Lua never decodes them.
+  -- The events are the arguments as they came: Lua never decodes them.
   local prev = stored[2] or ''
-  redis.call('PUBLISH', ARGV[11], ARGV[4] .. '\n{"prev":' .. cjson.encode(prev) ..
-    ',"ids":' .. cjson.encode(ids) .. ',"events":' .. ARGV[7] .. '}')
+  redis.call('PUBLISH', ARGV[10], ARGV[4] .. '\n{"prev":' .. cjson.encode(prev) ..
+    ',"ids":' .. cjson.encode(ids) .. ',"events":[' .. table.concat(ARGV, ',', 11) .. ']}')
 end
 return version
 "#;
@@ -462,44 +590,31 @@ impl SagaStore {
         linked_key: Option<&str>,
     ) -> Result<SaveOutcome, StoreError> {
         let json = serde_json::to_string(state).map_err(StoreError::Encode)?;
-        let at = state.updated_at_ms.to_string();
         let status = state.status.as_str();
-        // Each event becomes the flat field/value list that XADD takes: passed flat
-        // for the XADDs, and as JSON for the notice, which Lua only concatenates.
-        let attempts: Vec<String> = events.iter().map(|e| e.attempt.to_string()).collect();
-        let rendered: Vec<[&str; EVENT_FIELDS * 2]> = events
+        // Each event is one JSON object: the value of its stream entry and, as Lua
+        // concatenates them, the notice's events.
+        let records = events
             .iter()
-            .zip(&attempts)
-            .map(|(e, attempt)| {
-                [
-                    "kind",
-                    e.kind.as_str(),
-                    "step",
-                    definition.step_name(e.step),
-                    "attempt",
-                    attempt,
-                    "code",
-                    &e.code,
-                    "message",
-                    &e.message,
-                    "status",
+            .map(|e| {
+                serde_json::to_string(&EventRecord {
+                    kind: e.kind.as_str(),
+                    step: definition.step_name(e.step),
+                    attempt: e.attempt,
+                    code: &e.code,
+                    message: &e.message,
                     status,
-                    "label",
                     label,
-                    "at",
-                    &at,
-                ]
+                    at: state.updated_at_ms,
+                })
             })
-            .collect();
-        let rendered_json = serde_json::to_string(&rendered).map_err(StoreError::Encode)?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::Encode)?;
         let id = &state.saga_id;
         // EVALSHA built as one command, not through `Script::key`/`arg`: those keep
-        // every argument in a `Vec` of its own (some 45 per save, a fifth of
-        // order_service's allocations), and the keys are written straight into the
-        // command's buffer rather than formatted into strings first.
-        let width = if rendered.is_empty() { 0 } else { EVENT_FIELDS * 2 };
-        let mut cmd =
-            redis::Cmd::with_capacity(23 + rendered.len() * width, 512 + json.len() + rendered_json.len() * 2);
+        // every argument in a `Vec` of its own, and the keys are written straight
+        // into the command's buffer rather than formatted into strings first.
+        let events_len: usize = records.iter().map(String::len).sum();
+        let mut cmd = redis::Cmd::with_capacity(21 + records.len(), 512 + json.len() + events_len);
         cmd.arg("EVALSHA")
             .arg(self.save.get_hash())
             .arg(8)
@@ -517,13 +632,11 @@ impl SagaStore {
             .arg(id)
             .arg(state.created_at_ms)
             .arg(if state.status.is_finished() { "0" } else { "1" })
-            .arg(&rendered_json)
             .arg(label)
-            .arg(&at)
+            .arg(state.updated_at_ms)
             .arg(linked_key.unwrap_or_default())
             .arg(&self.keys.events_channel)
-            .arg(width)
-            .arg(rendered.as_flattened());
+            .arg(&records);
         let mut conn = self.conn.clone();
         let result: i64 = match cmd.query_async(&mut conn).await {
             // Redis restarted or its script cache was flushed: load it and send again.
@@ -675,7 +788,7 @@ fn decode_state<D: DeserializeOwned>(
 type StreamEntries = Vec<(String, Vec<String>)>;
 
 fn stored_events(entries: StreamEntries) -> Vec<StoredEvent> {
-    entries.into_iter().map(|(id, flat)| StoredEvent::from_flat(id, flat)).collect()
+    entries.into_iter().map(|(id, flat)| StoredEvent::from_entry(id, flat)).collect()
 }
 
 #[cfg(test)]
@@ -700,6 +813,38 @@ mod tests {
         assert!(matches!(failed.fields[3].0, Cow::Owned(_)), "an unknown name is kept as it came");
         // A last field without a value is dropped.
         assert_eq!(notice.events[1].fields, vec![(Cow::Borrowed("kind"), "SAGA_REJECTED".to_owned())]);
+    }
+
+    #[test]
+    fn a_notice_of_json_object_events_reads_numbers_as_text_and_keeps_known_names_borrowed() {
+        let json = r#"{"prev":"","ids":["5-0","5-1"],"events":[{"kind":"STEP_FAILED","step":"PAY","attempt":2,"code":"NO","message":"said \"no\"","status":"COMPENSATING","label":"PENDING","at":1733500000000},{"kind":"SAGA_REJECTED","extra":null,"at":-1}]}"#;
+        let notice = EventsNotice::parse(json).expect("parses");
+        assert_eq!(notice.prev, "");
+        let failed = &notice.events[0];
+        assert_eq!((failed.id.as_str(), failed.field("attempt"), failed.field("at")), ("5-0", "2", "1733500000000"));
+        assert_eq!(failed.field("message"), "said \"no\"");
+        assert!(failed.fields.iter().all(|(name, _)| matches!(name, Cow::Borrowed(_))));
+        let rejected = &notice.events[1];
+        assert_eq!(
+            (rejected.field("kind"), rejected.field("extra"), rejected.field("at")),
+            ("SAGA_REJECTED", "", "-1")
+        );
+        assert!(EventsNotice::parse(r#"{"prev":"","ids":["1-0"],"events":["not an event"]}"#).is_err());
+    }
+
+    #[test]
+    fn a_stream_entry_reads_in_either_format_and_keeps_an_undecodable_event_visible() {
+        let object = StoredEvent::from_entry(
+            "4-0".into(),
+            vec!["event".into(), r#"{"kind":"STEP_SUCCEEDED","step":"PAY","attempt":1}"#.into()],
+        );
+        let pairs = StoredEvent::from_entry(
+            "4-0".into(),
+            ["kind", "STEP_SUCCEEDED", "step", "PAY", "attempt", "1"].map(String::from).to_vec(),
+        );
+        assert_eq!(object, pairs);
+        let broken = StoredEvent::from_entry("4-1".into(), vec!["event".into(), "{not json".into()]);
+        assert_eq!((broken.field("kind"), broken.field("event")), ("", "{not json"));
     }
 
     #[test]

@@ -148,6 +148,39 @@ async fn a_save_after_redis_forgot_its_scripts_loads_the_script_again_and_writes
         .await
         .expect("scores");
     assert_eq!(indexed, (Some(0.0), Some(0.0), Some(1_000.0)));
+
+    // Each event is one stream field, `event`, holding a JSON object: what a
+    // third-party reader of the stream (or of a notice) sees.
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(format!("{state_key}:events"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("xrange");
+    assert_eq!(entries.len(), transition.events.len());
+    let (first_id, first) = &entries[0];
+    assert_eq!(first[0], "event");
+    let record: serde_json::Value = serde_json::from_str(&first[1]).expect("an event is JSON");
+    assert_eq!(record["kind"], "SAGA_STARTED");
+    assert_eq!(
+        (record["status"].as_str(), record["label"].as_str(), record["at"].as_i64()),
+        (Some("RUNNING"), Some("PENDING"), Some(1_000))
+    );
+    assert!(record.get("code").is_none(), "empty fields are left out");
+    // A stream written before that format, one field per event field, still reads.
+    let old: String = redis::cmd("XADD")
+        .arg(format!("{state_key}:events"))
+        .arg("*")
+        .arg(&["kind", "STEP_FAILED", "step", "PAY", "attempt", "2", "code", "NO", "status", "RUNNING", "at", "7"])
+        .query_async(&mut conn)
+        .await
+        .expect("xadd");
+    let read = store.events_after(id, Some(first_id), 100).await.expect("events");
+    let last = read.last().expect("the old entry");
+    assert_eq!(last.id, old);
+    assert_eq!((last.field("kind"), last.field("code"), last.field("attempt")), ("STEP_FAILED", "NO", "2"));
+    assert_eq!(read[0].field("kind"), transition.events[1].kind.as_str());
     cleanup(&mut conn, &prefix).await;
 }
 
