@@ -76,6 +76,17 @@ fn field_name(name: &str) -> Cow<'static, str> {
         .map_or_else(|| Cow::Owned(name.to_owned()), |known| Cow::Borrowed(*known))
 }
 
+/// `[field, value, field, value, …]` as pairs; a last field without a value is
+/// dropped.
+fn paired<S: AsRef<str> + Into<String>>(flat: impl IntoIterator<Item = S>) -> Vec<(Cow<'static, str>, String)> {
+    let mut flat = flat.into_iter();
+    let mut fields = Vec::with_capacity(EVENT_FIELDS);
+    while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
+        fields.push((field_name(field.as_ref()), value.into()));
+    }
+    fields
+}
+
 /// One event as a save stores it: the value of its stream entry's one field
 /// (`event`) and, unchanged, an element of its notice's `events`. Empty `code`
 /// and `message` are left out.
@@ -116,12 +127,7 @@ impl StoredEvent {
     /// entry or a notice's event in the format before [`EventRecord`]); a last
     /// field without a value is dropped.
     pub fn from_flat<S: AsRef<str> + Into<String>>(id: String, flat: impl IntoIterator<Item = S>) -> Self {
-        let mut pairs = flat.into_iter();
-        let mut fields = Vec::with_capacity(EVENT_FIELDS);
-        while let (Some(field), Some(value)) = (pairs.next(), pairs.next()) {
-            fields.push((field_name(field.as_ref()), value.into()));
-        }
-        Self { id, fields }
+        Self { id, fields: paired(flat) }
     }
 
     /// An event from a stream entry's fields, in either format: the one field
@@ -174,7 +180,8 @@ struct NoticeJson<'a> {
 }
 
 /// A JSON string borrowed from the input when it has no escapes, copied
-/// otherwise (serde's own `Cow<str>` always copies inside a `Vec`).
+/// otherwise (serde's own `Cow<str>` always copies inside a `Vec`); a number,
+/// as its decimal text, and `null`, as empty, for an event's values.
 struct JsonStr<'a>(Cow<'a, str>);
 
 impl AsRef<str> for JsonStr<'_> {
@@ -196,7 +203,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonStr<'a> {
             type Value = JsonStr<'de>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
+                f.write_str("a string or a number")
             }
 
             fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
@@ -210,8 +217,24 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonStr<'a> {
             fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
                 Ok(JsonStr(Cow::Owned(v)))
             }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v.to_string())))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v.to_string())))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v.to_string())))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed("")))
+            }
         }
-        deserializer.deserialize_str(Visitor)
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -233,66 +256,19 @@ impl<'de> serde::Deserialize<'de> for EventFields {
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut fields = Vec::with_capacity(EVENT_FIELDS);
                 while let Some(name) = map.next_key::<JsonStr<'de>>()? {
-                    let value: JsonScalar = map.next_value()?;
-                    fields.push((field_name(name.as_ref()), value.0));
+                    let value: JsonStr<'de> = map.next_value()?;
+                    fields.push((field_name(name.as_ref()), value.into()));
                 }
                 Ok(EventFields(fields))
             }
 
+            // The format before objects, only in notices from older replicas.
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut fields = Vec::with_capacity(EVENT_FIELDS);
-                while let Some(name) = seq.next_element::<JsonStr<'de>>()? {
-                    match seq.next_element::<JsonStr<'de>>()? {
-                        Some(value) => fields.push((field_name(name.as_ref()), value.into())),
-                        None => break,
-                    }
+                let mut flat = Vec::with_capacity(EVENT_FIELDS * 2);
+                while let Some(item) = seq.next_element::<JsonStr<'de>>()? {
+                    flat.push(item);
                 }
-                Ok(EventFields(fields))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-/// A JSON string or number as text (`null` as empty).
-struct JsonScalar(String);
-
-impl<'de> serde::Deserialize<'de> for JsonScalar {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = JsonScalar;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string or a number")
-            }
-
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(JsonScalar(v.to_owned()))
-            }
-
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(JsonScalar(v))
-            }
-
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(JsonScalar(v.to_string()))
-            }
-
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(JsonScalar(v.to_string()))
-            }
-
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(JsonScalar(v.to_string()))
-            }
-
-            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(JsonScalar(v.to_string()))
-            }
-
-            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-                Ok(JsonScalar(String::new()))
+                Ok(EventFields(paired(flat)))
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -350,13 +326,13 @@ const SAVE: &str = r#"
 -- removes nothing from indexes that cannot hold a new id.
 local stored = redis.call('HMGET', KEYS[1], 'v', 'e', 'u', 'w')
 local current = stored[1]
-if ARGV[1] == '0' then
+local creating = ARGV[1] == '0'
+if creating then
   if current then return -1 end
 elseif current ~= ARGV[1] then
   return 0
 end
 local version = (tonumber(current) or 0) + 1
-local creating = ARGV[1] == '0'
 local ids = {}
 for i = 11, #ARGV do
   ids[#ids + 1] = redis.call('XADD', KEYS[2], '*', 'event', ARGV[i])
