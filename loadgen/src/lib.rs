@@ -11,6 +11,8 @@
 //! - [`stats`], [`report`], [`chart`]: HDR-histogram percentiles, a per-second
 //!   timeline, the JSON / Markdown / text report and the SVG chart.
 //! - [`cpu`]: CPU per saga of named processes and of loadgen (`--cpu-of`).
+//! - [`targets`]: the targets measured in one run (`--targets`), with a
+//!   verdict per target.
 //!
 //! The one decision to know: latency is CreateOrder→terminal as the client sees
 //! it, and in the open loop it starts at the scheduled start time, so a system
@@ -26,3 +28,4 @@ pub mod report;
 pub mod schedule;
 pub mod stats;
 pub mod system;
+pub mod targets;

@@ -22,11 +22,12 @@ use loadgen::{
     report::{BaselineReport, Report, RoundReport, RunDescription},
     schedule::{Mode, Stop},
     system::{Follow, SystemRunner, SystemSettings},
+    targets::{Protocol, TargetsReport},
 };
 
 /// Drives CreateOrder sagas against a running FTGO system and measures
 /// CreateOrder→terminal latency and completed sagas per second.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", version)]
 struct Args {
     /// order_service's gRPC address.
@@ -114,6 +115,20 @@ struct Args {
     /// No progress output on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Measure the issue's targets in one run (docs/performance.md's protocol:
+    /// 2000 warm-up sagas; 64 in flight and then one in flight, each against the
+    /// baseline in 5 rounds; the open loop at half the closed loop's rate for
+    /// 30 s) and print a verdict per target; --json and --markdown get every
+    /// phase's report and the verdicts.
+    #[arg(long, conflicts_with_all = [
+        "concurrency", "rate", "sagas", "duration", "mix", "poll", "warmup",
+        "baseline", "baseline_only", "rounds", "svg",
+    ])]
+    targets: bool,
+    /// With --targets: multiply the protocol's saga counts and its open-loop
+    /// duration by this (0 < F <= 1) for a quicker, noisier look.
+    #[arg(long, requires = "targets", default_value_t = 1.0, value_name = "F")]
+    targets_scale: f64,
 }
 
 impl Args {
@@ -210,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The baseline starts (declaring its namespace) only once the system answered,
     // so a wrong --target leaves nothing behind.
-    let baseline = if args.baseline || args.baseline_only {
+    let baseline = if args.baseline || args.baseline_only || args.targets {
         let settings = BaselineSettings {
             amqp_url: args.amqp_url.clone(),
             redis_url: args.redis_url.clone(),
@@ -223,47 +238,88 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    // Baseline then system, once or for every round; each warms up before its
-    // first segment.
-    let (mut baseline_result, mut system_result) = (None::<RunResult>, None::<RunResult>);
-    let mut round_reports = Vec::new();
-    let (mut baseline_cpu, mut system_cpu) = (CpuTally::default(), CpuTally::default());
-    let measured = async {
-        for round in 0..rounds {
-            let b = match &baseline {
-                Some(runner) => {
-                    let cpu = processes.as_ref().map(|set| (set, &mut baseline_cpu));
-                    Some(segment(&args, "baseline", seed, round, runner.clone(), cpu).await?)
-                }
-                None => None,
-            };
-            let s = match &system {
-                Some(runner) => {
-                    let cpu = processes.as_ref().map(|set| (set, &mut system_cpu));
-                    Some(segment(&args, "system", seed, round, runner.clone(), cpu).await?)
-                }
-                None => None,
-            };
-            if let (Some(b), Some(s)) = (&b, &s)
-                && rounds > 1
-            {
-                round_reports.push(RoundReport::of(b, s));
-            }
-            append(&mut baseline_result, b);
-            append(&mut system_result, s);
+    let processes = processes.as_ref();
+    let outcome = match (&system, args.targets) {
+        (Some(system), true) => {
+            run_targets(&args, seed, system, baseline.as_ref(), processes).await.map(|r| Output::Targets(Box::new(r)))
         }
-        anyhow::Ok(())
-    }
-    .await;
+        (_, _) => {
+            measure(&args, seed, system.as_ref(), baseline.as_ref(), processes).await.map(|r| Output::One(Box::new(r)))
+        }
+    };
     if let Some(runner) = baseline {
         let Ok(runner) = Arc::try_unwrap(runner) else { anyhow::bail!("the baseline is still in use") };
         if let Err(error) = runner.cleanup().await {
             eprintln!("loadgen: cleaning up the baseline's namespace: {error:#}");
         }
     }
-    measured?;
+    let write = |path: &Option<PathBuf>, text: String| match path {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display())),
+        None => Ok(()),
+    };
+    match outcome? {
+        Output::One(report) => {
+            println!("{}", report.to_text());
+            write(&args.json, report.to_json())?;
+            write(&args.markdown, report.to_markdown())?;
+            if let Some(path) = &args.svg {
+                chart::write_svg(&report, path)?;
+            }
+        }
+        Output::Targets(report) => {
+            println!("{}", report.to_text());
+            write(&args.json, report.to_json())?;
+            write(&args.markdown, report.to_markdown())?;
+        }
+    }
+    Ok(())
+}
+
+/// What a run produced: one measurement, or the targets' phases and verdicts.
+enum Output {
+    One(Box<Report>),
+    Targets(Box<TargetsReport>),
+}
+
+/// One measurement as the flags describe it: the baseline's and the system's
+/// segments, once or for every round (each side warms up before its first), and
+/// their report.
+async fn measure(
+    args: &Args,
+    seed: u64,
+    system: Option<&Arc<SystemRunner>>,
+    baseline: Option<&Arc<Baseline>>,
+    processes: Option<&ProcessSet>,
+) -> anyhow::Result<Report> {
+    let rounds = args.rounds;
+    let (mut baseline_result, mut system_result) = (None::<RunResult>, None::<RunResult>);
+    let mut round_reports = Vec::new();
+    let (mut baseline_cpu, mut system_cpu) = (CpuTally::default(), CpuTally::default());
+    for round in 0..rounds {
+        let b = match baseline {
+            Some(runner) => {
+                let cpu = processes.map(|set| (set, &mut baseline_cpu));
+                Some(segment(args, "baseline", seed, round, runner.clone(), cpu).await?)
+            }
+            None => None,
+        };
+        let s = match system {
+            Some(runner) => {
+                let cpu = processes.map(|set| (set, &mut system_cpu));
+                Some(segment(args, "system", seed, round, runner.clone(), cpu).await?)
+            }
+            None => None,
+        };
+        if let (Some(b), Some(s)) = (&b, &s)
+            && rounds > 1
+        {
+            round_reports.push(RoundReport::of(b, s));
+        }
+        append(&mut baseline_result, b);
+        append(&mut system_result, s);
+    }
     let ticks = cpu::ticks_per_second();
-    let cpu_report = |tally: &CpuTally| processes.as_ref().map(|_| tally.report(ticks));
+    let cpu_report = |tally: &CpuTally| processes.map(|_| tally.report(ticks));
     let baseline_report = baseline_result
         .as_ref()
         .map(|result| BaselineReport { cpu: cpu_report(&baseline_cpu), ..BaselineReport::of(result) });
@@ -281,7 +337,7 @@ async fn main() -> anyhow::Result<()> {
         mix: args.mix.percentages(),
         seed,
     };
-    let report = match (system_result, baseline_result) {
+    Ok(match (system_result, baseline_result) {
         (Some(result), _) => {
             let follow = if args.poll { "poll" } else { "watch" };
             Report::new(description(args.target.clone(), follow), &result, baseline_report)
@@ -291,19 +347,63 @@ async fn main() -> anyhow::Result<()> {
         (None, Some(result)) => Report::new(description("in-process baseline".into(), "reply"), &result, None)
             .with_cpu(cpu_report(&baseline_cpu)),
         (None, None) => anyhow::bail!("nothing was run"),
-    };
+    })
+}
 
-    println!("{}", report.to_text());
-    if let Some(path) = &args.json {
-        std::fs::write(path, report.to_json()).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.markdown {
-        std::fs::write(path, report.to_markdown()).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.svg {
-        chart::write_svg(&report, path)?;
-    }
-    Ok(())
+/// `--targets`: docs/performance.md's protocol on one system and one baseline,
+/// each phase's report printed as it ends. The open loop's rate is half of what
+/// this run's closed loop completed, as the issue defines it.
+async fn run_targets(
+    args: &Args,
+    seed: u64,
+    system: &Arc<SystemRunner>,
+    baseline: Option<&Arc<Baseline>>,
+    processes: Option<&ProcessSet>,
+) -> anyhow::Result<TargetsReport> {
+    let p = Protocol::scaled(args.targets_scale)?;
+    let warmup = Plan {
+        mode: Mode::Closed { concurrency: p.closed_concurrency },
+        stop: Stop::Sagas(p.warmup_sagas),
+        ..args.plan("warm-up", seed.wrapping_add(1))
+    };
+    engine::run(&warmup, system.clone()).await;
+
+    let closed_args = Args {
+        concurrency: p.closed_concurrency,
+        rate: None,
+        sagas: Some(p.closed_sagas),
+        duration: None,
+        warmup: p.closed_warmup,
+        rounds: p.rounds,
+        baseline: true,
+        ..args.clone()
+    };
+    let closed = measure(&closed_args, seed, Some(system), baseline, processes).await?;
+    println!("{}", closed.to_text());
+
+    let one_args = Args { concurrency: 1, sagas: Some(p.one_sagas), warmup: p.one_warmup, ..closed_args };
+    let one = measure(&one_args, seed.wrapping_add(2), Some(system), baseline, processes).await?;
+    println!("{}", one.to_text());
+
+    let rate = (closed.sagas_per_sec / 2.0).round();
+    anyhow::ensure!(
+        rate >= 1.0,
+        "the closed loop completed {:.1} sagas/s: too few for an open loop",
+        closed.sagas_per_sec
+    );
+    let open_args = Args {
+        concurrency: p.closed_concurrency,
+        rate: Some(rate),
+        sagas: None,
+        duration: Some(p.open_secs),
+        warmup: p.open_warmup,
+        rounds: 1,
+        baseline: false,
+        ..args.clone()
+    };
+    let open = measure(&open_args, seed.wrapping_add(3), Some(system), None, processes).await?;
+    println!("{}", open.to_text());
+    Ok(TargetsReport::new(p, closed, one, open))
 }
 
 /// One measured segment: round `round` of `--rounds`, after the warm-up (if
@@ -362,6 +462,18 @@ mod tests {
         let a = args(&["--duration", "30", "--rate", "100", "--rounds", "4", "--baseline"]);
         let stop = a.segment_plan("baseline", 1, 3).stop;
         assert!(matches!(stop, Stop::Duration(d) if d == Duration::from_millis(7500)), "{stop:?}");
+    }
+
+    #[test]
+    fn targets_set_their_own_load_and_take_a_scale() {
+        assert!(args(&["--targets"]).targets);
+        assert_eq!(args(&["--targets", "--targets-scale", "0.1"]).targets_scale, 0.1);
+        for other in [&["--rate", "10"][..], &["--concurrency", "8"], &["--baseline"], &["--mix", "success=1"]] {
+            let mut argv = vec!["loadgen", "--targets"];
+            argv.extend_from_slice(other);
+            assert!(Args::try_parse_from(argv).is_err(), "--targets with {other:?}");
+        }
+        assert!(Args::try_parse_from(["loadgen", "--targets-scale", "0.5"]).is_err(), "a scale needs --targets");
     }
 
     #[test]

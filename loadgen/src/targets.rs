@@ -1,0 +1,344 @@
+//! The performance targets in one run (`loadgen --targets`): the protocol
+//! of docs/performance.md, then a verdict per target.
+//!
+//! The protocol: a warm-up; the closed loop at 64 in flight and then one saga in
+//! flight, each alternating with the baseline in rounds; then the open loop at
+//! half the closed loop's rate. The one decision to know: every verdict reads a
+//! figure that the phase's own report carries (the median of the rounds' ratios,
+//! the open loop's p99 and failures), so each can be checked against the report
+//! printed beside it, and a target that a run could not measure is not met.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::report::Report;
+
+/// Sizes of the protocol's phases.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Protocol {
+    /// Sagas at `closed_concurrency` before anything is measured.
+    pub warmup_sagas: u64,
+    /// The closed loop's sagas in flight.
+    pub closed_concurrency: usize,
+    /// The closed loop's measured sagas (system; the baseline runs as many).
+    pub closed_sagas: u64,
+    /// Warm-up of each side before its first closed-loop round.
+    pub closed_warmup: u64,
+    /// Measured sagas at one in flight.
+    pub one_sagas: u64,
+    /// Warm-up of each side before its first one-in-flight round.
+    pub one_warmup: u64,
+    /// Baseline/system rounds of the closed loop and of one in flight.
+    pub rounds: u64,
+    /// Seconds of open-loop starts.
+    pub open_secs: f64,
+    /// Warm-up sagas before the open loop.
+    pub open_warmup: u64,
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum TargetsError {
+    #[error("--targets-scale must be a number in (0, 1], got {0}")]
+    Scale(f64),
+}
+
+impl Protocol {
+    /// The protocol every session since the sixth has measured the targets with.
+    pub const STANDARD: Protocol = Protocol {
+        warmup_sagas: 2000,
+        closed_concurrency: 64,
+        closed_sagas: 10_000,
+        closed_warmup: 200,
+        one_sagas: 1500,
+        one_warmup: 100,
+        rounds: 5,
+        open_secs: 30.0,
+        open_warmup: 200,
+    };
+
+    /// The standard protocol with its saga counts and duration multiplied by
+    /// `scale`, for a quick look; each phase keeps at least one saga per round
+    /// and one second of open loop. Concurrency and rounds do not change.
+    pub fn scaled(scale: f64) -> Result<Self, TargetsError> {
+        if !(scale > 0.0 && scale <= 1.0) {
+            return Err(TargetsError::Scale(scale));
+        }
+        let s = Self::STANDARD;
+        let times = |n: u64, floor: u64| ((n as f64 * scale).round() as u64).max(floor);
+        Ok(Self {
+            warmup_sagas: times(s.warmup_sagas, 1),
+            closed_sagas: times(s.closed_sagas, s.rounds),
+            closed_warmup: times(s.closed_warmup, 1),
+            one_sagas: times(s.one_sagas, s.rounds),
+            one_warmup: times(s.one_warmup, 1),
+            open_secs: (s.open_secs * scale).max(1.0),
+            open_warmup: times(s.open_warmup, 1),
+            ..s
+        })
+    }
+}
+
+/// One target, what was measured and whether it is met.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    /// A stable name: `closed_loop_ratio`, `one_in_flight_p50_ratio`,
+    /// `open_loop_p99_ms`, `open_loop_failures`.
+    pub target: &'static str,
+    /// The target in words.
+    pub description: &'static str,
+    /// `None` when the run could not measure it (e.g. no baseline figure).
+    pub measured: Option<f64>,
+    /// `>=` or `<=`.
+    pub comparison: &'static str,
+    pub threshold: f64,
+    pub met: bool,
+}
+
+impl Verdict {
+    fn at_least(target: &'static str, description: &'static str, measured: Option<f64>, threshold: f64) -> Self {
+        let met = measured.is_some_and(|m| m >= threshold);
+        Self { target, description, measured, comparison: ">=", threshold, met }
+    }
+
+    fn at_most(target: &'static str, description: &'static str, measured: Option<f64>, threshold: f64) -> Self {
+        let met = measured.is_some_and(|m| m <= threshold);
+        Self { target, description, measured, comparison: "<=", threshold, met }
+    }
+}
+
+/// Sagas of a run that count against "zero errors": calls that failed, sagas
+/// that never ended (`CREATE_FAILED`, `UNFINISHED`), and sagas that ended in a
+/// state their scenario does not expect.
+pub fn failures(report: &Report) -> u64 {
+    let call_errors: u64 = report.errors.values().sum();
+    call_errors + report.sagas_started.saturating_sub(report.sagas_completed) + report.unexpected_final_states
+}
+
+/// The verdicts of the targets from the three phases' reports.
+pub fn verdicts(closed: &Report, one: &Report, open: &Report) -> Vec<Verdict> {
+    vec![
+        Verdict::at_least(
+            "closed_loop_ratio",
+            "closed loop: completed sagas/s at least 0.6 x the baseline's (median of the rounds)",
+            closed.ratio,
+            0.6,
+        ),
+        Verdict::at_most(
+            "one_in_flight_p50_ratio",
+            "one saga in flight: p50 at most 1.5 x the baseline's (median of the rounds)",
+            one.p50_ratio,
+            1.5,
+        ),
+        Verdict::at_most(
+            "open_loop_p99_ms",
+            "open loop at half the closed loop's rate: p99 at most 25 ms",
+            (open.sagas_completed > 0).then_some(open.latency_ms.p99),
+            25.0,
+        ),
+        Verdict::at_most(
+            "open_loop_failures",
+            "open loop: zero errors (failed calls, sagas that did not end or ended unexpectedly)",
+            Some(failures(open) as f64),
+            0.0,
+        ),
+    ]
+}
+
+/// The whole run: the protocol, the verdicts and each phase's full report.
+#[derive(Debug, Serialize)]
+pub struct TargetsReport {
+    pub protocol: Protocol,
+    /// Every target met.
+    pub all_met: bool,
+    pub targets: Vec<Verdict>,
+    pub closed_loop: Report,
+    pub one_in_flight: Report,
+    pub open_loop: Report,
+}
+
+impl TargetsReport {
+    pub fn new(protocol: Protocol, closed_loop: Report, one_in_flight: Report, open_loop: Report) -> Self {
+        let targets = verdicts(&closed_loop, &one_in_flight, &open_loop);
+        let all_met = targets.iter().all(|v| v.met);
+        Self { protocol, all_met, targets, closed_loop, one_in_flight, open_loop }
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// The verdicts, one line each, for stdout.
+    pub fn to_text(&self) -> String {
+        let mut text = String::from("targets:\n");
+        for v in &self.targets {
+            let _ = writeln!(
+                text,
+                "  {:<24} {:>9} {} {:<5} {}",
+                v.target,
+                measured_text(v.measured),
+                v.comparison,
+                v.threshold,
+                if v.met { "met" } else { "NOT MET" }
+            );
+        }
+        let _ = write!(
+            text,
+            "closed loop {:.1} sagas/s, open loop at {:.1}/s; {} of {} targets met",
+            self.closed_loop.sagas_per_sec,
+            self.open_loop.rate_per_sec.unwrap_or(0.0),
+            self.targets.iter().filter(|v| v.met).count(),
+            self.targets.len()
+        );
+        text
+    }
+
+    /// A Markdown page: the verdicts' table, then each phase's summary.
+    pub fn to_markdown(&self) -> String {
+        let mut md = String::from("# loadgen: the performance targets\n\n");
+        let _ = writeln!(md, "| target | measured | required | met |");
+        let _ = writeln!(md, "|---|---:|---|---|");
+        for v in &self.targets {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} {} | {} |",
+                v.description,
+                measured_text(v.measured),
+                v.comparison,
+                v.threshold,
+                if v.met { "yes" } else { "**no**" }
+            );
+        }
+        for (title, report) in
+            [("Closed loop", &self.closed_loop), ("One in flight", &self.one_in_flight), ("Open loop", &self.open_loop)]
+        {
+            let _ = writeln!(md);
+            let _ = writeln!(md, "## {title}");
+            let _ = writeln!(md);
+            // Each phase's page starts with its own title: one level down here.
+            md.push_str(&report.to_markdown().replacen("# loadgen: ", "### ", 1));
+        }
+        md
+    }
+}
+
+fn measured_text(measured: Option<f64>) -> String {
+    measured.map_or_else(|| "none".to_owned(), |m| format!("{m:.2}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::{
+        engine::{self, Plan, SagaOutcome, SagaRunner},
+        mix::{Mix, Scenario},
+        report::{BaselineReport, RoundReport, RunDescription},
+        schedule::{Mode, Stop},
+        stats::SagaEnd,
+    };
+
+    /// Every saga ends after `delay` in its scenario's expected state.
+    struct Fixed {
+        delay: Duration,
+    }
+
+    impl SagaRunner for Fixed {
+        async fn run(&self, _index: u64, scenario: Scenario) -> SagaOutcome {
+            tokio::time::sleep(self.delay).await;
+            SagaOutcome {
+                end: SagaEnd::Terminal { state: scenario.expected_state().to_owned(), expected: true },
+                errors: Vec::new(),
+            }
+        }
+    }
+
+    async fn run(mode: Mode, sagas: u64, delay_ms: u64) -> engine::RunResult {
+        let plan = Plan {
+            mode,
+            stop: Stop::Sagas(sagas),
+            mix: "success=100".parse::<Mix>().expect("a valid mix"),
+            seed: 7,
+            label: "test".to_owned(),
+            progress: false,
+        };
+        engine::run(&plan, Arc::new(Fixed { delay: Duration::from_millis(delay_ms) })).await
+    }
+
+    fn description(mode: Mode) -> RunDescription {
+        RunDescription { target: "t".into(), mode, follow: "watch".into(), mix: Default::default(), seed: 7 }
+    }
+
+    /// A phase of `sagas` sagas at `delay_ms` each against a baseline of `base_ms`.
+    async fn compared(mode: Mode, sagas: u64, delay_ms: u64, base_ms: u64) -> Report {
+        let system = run(mode, sagas, delay_ms).await;
+        let baseline = run(mode, sagas, base_ms).await;
+        Report::new(description(mode), &system, Some(BaselineReport::of(&baseline)))
+            .with_rounds(vec![RoundReport::of(&baseline, &system)])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_verdict_reads_its_phase_report() {
+        let closed = compared(Mode::Closed { concurrency: 4 }, 40, 20, 10).await;
+        let one = compared(Mode::Closed { concurrency: 1 }, 10, 12, 10).await;
+        let open_mode = Mode::Open { rate: 100.0, max_in_flight: 64 };
+        let open = Report::new(description(open_mode), &run(open_mode, 50, 30).await, None);
+        let report = TargetsReport::new(Protocol::STANDARD, closed, one, open);
+
+        let v = &report.targets;
+        assert_eq!(
+            v.iter().map(|v| v.target).collect::<Vec<_>>(),
+            ["closed_loop_ratio", "one_in_flight_p50_ratio", "open_loop_p99_ms", "open_loop_failures"]
+        );
+        // Twice the baseline's time per saga: half its rate.
+        let ratio = v[0].measured.expect("a ratio");
+        assert!((ratio - 0.5).abs() < 0.05, "{ratio}");
+        assert!(!v[0].met);
+        let p50_ratio = v[1].measured.expect("a p50 ratio");
+        assert!((p50_ratio - 1.2).abs() < 0.05, "{p50_ratio}");
+        assert!(v[1].met);
+        let p99 = v[2].measured.expect("a p99");
+        assert!((29.0..=31.0).contains(&p99), "{p99}");
+        assert!(!v[2].met);
+        assert_eq!((v[3].measured, v[3].met), (Some(0.0), true));
+        assert!(!report.all_met);
+
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+        assert_eq!(json["targets"][1]["met"], true);
+        assert_eq!(json["closed_loop"]["ratio"].as_f64(), Some(ratio));
+        assert_eq!(json["protocol"]["closed_concurrency"], 64);
+        assert!(report.to_text().contains("NOT MET"));
+        assert!(report.to_markdown().contains("## One in flight"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_baseline_or_a_completed_saga_nothing_is_met() {
+        let mode = Mode::Closed { concurrency: 2 };
+        let alone = Report::new(description(mode), &run(mode, 4, 5).await, None);
+        let mut open = Report::new(description(mode), &run(mode, 4, 5).await, None);
+        open.sagas_completed = 0;
+        open.errors.insert("UNAVAILABLE".into(), 3);
+        let v = verdicts(&alone, &alone, &open);
+        assert!(v.iter().all(|v| !v.met), "{v:?}");
+        assert_eq!(v[0].measured, None);
+        assert_eq!(v[2].measured, None);
+        // 3 failed calls and 4 sagas that did not end.
+        assert_eq!(v[3].measured, Some(7.0));
+    }
+
+    #[test]
+    fn a_scaled_protocol_keeps_a_saga_per_round() {
+        let p = Protocol::scaled(0.0001).expect("in range");
+        assert_eq!((p.closed_sagas, p.one_sagas, p.warmup_sagas), (5, 5, 1));
+        assert_eq!((p.closed_concurrency, p.rounds), (64, 5));
+        assert_eq!(p.open_secs, 1.0);
+        assert_eq!(Protocol::scaled(1.0), Ok(Protocol::STANDARD));
+        assert_eq!(Protocol::scaled(0.1).map(|p| p.closed_sagas), Ok(1000));
+        assert_eq!(Protocol::scaled(0.0), Err(TargetsError::Scale(0.0)));
+        assert!(Protocol::scaled(f64::NAN).is_err());
+        assert!(Protocol::scaled(1.5).is_err());
+    }
+}

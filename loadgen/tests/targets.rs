@@ -1,0 +1,99 @@
+//! `loadgen --targets` end to end: the binary against the four services running
+//! in-process on the real RabbitMQ and Redis, at a tiny scale, so the phases,
+//! the verdicts and the reports are checked as a user would read them (the
+//! figures themselves mean nothing at this size).
+
+use std::{collections::BTreeMap, process::Command};
+
+use system_tests::System;
+
+#[tokio::test]
+async fn targets_run_every_phase_report_each_verdict_and_leave_no_baseline_behind() {
+    let system = System::start("loadgen-targets", &[], |_| {}).await;
+    let addr = system.order.as_ref().expect("order_service runs").addr();
+    let json_path = std::env::temp_dir().join(format!("loadgen-targets-{}.json", uuid::Uuid::new_v4()));
+    let md_path = json_path.with_extension("md");
+    let args: Vec<String> = [
+        "--target",
+        &format!("http://{addr}"),
+        "--targets",
+        "--targets-scale",
+        "0.001",
+        "--json",
+        &json_path.display().to_string(),
+        "--markdown",
+        &md_path.display().to_string(),
+        "--quiet",
+    ]
+    .map(str::to_owned)
+    .into();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(&args)
+            .env("AMQP_URL", test_support::amqp_url())
+            .env("REDIS_URL", test_support::redis_url())
+            .output()
+    })
+    .await
+    .expect("joined")
+    .expect("loadgen ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "loadgen failed\n{stdout}\n{stderr}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("the JSON report")).expect("valid JSON");
+    let markdown = std::fs::read_to_string(&md_path).expect("the Markdown report");
+    let _ = std::fs::remove_file(&json_path);
+    let _ = std::fs::remove_file(&md_path);
+
+    // Each phase ran its share of the scaled protocol, and every saga was approved.
+    let phases = [("closed_loop", 10), ("one_in_flight", 5)];
+    for (phase, sagas) in phases {
+        assert_eq!(report[phase]["sagas_completed"], sagas, "{phase}");
+        assert_eq!(report[phase]["final_states"]["APPROVED"], sagas, "{phase}");
+        assert_eq!(report[phase]["rounds"].as_array().map(Vec::len), Some(5), "{phase}: five baseline rounds");
+        assert!(report[phase]["baseline_sagas_per_sec"].as_f64().is_some_and(|b| b > 0.0), "{phase}");
+    }
+    assert_eq!(report["closed_loop"]["concurrency"], 64);
+    assert_eq!(report["one_in_flight"]["concurrency"], 1);
+    let open = &report["open_loop"];
+    let half = (report["closed_loop"]["sagas_per_sec"].as_f64().expect("a rate") / 2.0).round();
+    assert_eq!(open["rate_per_sec"].as_f64(), Some(half), "the open loop runs at half the closed loop's rate");
+    assert!(open.get("baseline").is_none(), "the open loop is the system alone");
+    assert_eq!(open["sagas_completed"], open["sagas_started"]);
+
+    // The verdicts read those reports' own figures.
+    let targets: BTreeMap<String, serde_json::Value> = report["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| (t["target"].as_str().expect("a name").to_owned(), t.clone()))
+        .collect();
+    assert_eq!(
+        targets.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["closed_loop_ratio", "one_in_flight_p50_ratio", "open_loop_failures", "open_loop_p99_ms"]
+    );
+    assert_eq!(targets["closed_loop_ratio"]["measured"], report["closed_loop"]["ratio"]);
+    assert_eq!(targets["one_in_flight_p50_ratio"]["measured"], report["one_in_flight"]["p50_ratio"]);
+    assert_eq!(targets["open_loop_p99_ms"]["measured"], open["latency_ms"]["p99"]);
+    assert_eq!(targets["open_loop_failures"]["measured"], 0.0);
+    assert_eq!(targets["open_loop_failures"]["met"], true);
+    let all_met = targets.values().all(|t| t["met"] == true);
+    assert_eq!(report["all_met"], all_met);
+    assert!(stdout.contains("targets:") && stdout.contains("open_loop_p99_ms"), "{stdout}");
+    assert!(markdown.starts_with("# loadgen: the performance targets"), "{markdown}");
+
+    // The baseline's namespace is gone from Redis.
+    let namespace = stderr
+        .split_whitespace()
+        .find(|word| word.starts_with("loadgen-base-"))
+        .expect("loadgen names the baseline's namespace")
+        .to_owned();
+    let client = redis::Client::open(test_support::redis_url()).expect("redis url");
+    let mut redis = client.get_multiplexed_async_connection().await.expect("redis");
+    let left: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{namespace}:*")).query_async(&mut redis).await.expect("KEYS");
+    assert!(left.is_empty(), "the baseline left {left:?}");
+    system.stop().await;
+}
