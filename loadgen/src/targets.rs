@@ -1,12 +1,13 @@
-//! The performance targets in one run (`loadgen --targets`): the protocol
-//! of docs/performance.md, then a verdict per target.
+//! The performance targets of docs/performance.md in one run (`loadgen
+//! --targets`): that page's protocol, then a verdict per target.
 //!
 //! The protocol: a warm-up; the closed loop at 64 in flight and then one saga in
 //! flight, each alternating with the baseline in rounds; then the open loop at
 //! half the closed loop's rate. The one decision to know: every verdict reads a
 //! figure that the phase's own report carries (the median of the rounds' ratios,
 //! the open loop's p99 and failures), so each can be checked against the report
-//! printed beside it, and a target that a run could not measure is not met.
+//! printed beside it, and a target that a run could not measure (a round in
+//! which a side completed nothing, an open loop that did not run) is not met.
 
 use std::fmt::Write as _;
 
@@ -40,12 +41,15 @@ pub struct Protocol {
 
 #[derive(Debug, Error, PartialEq)]
 pub enum TargetsError {
-    #[error("--targets-scale must be a number in (0, 1], got {0}")]
+    #[error("--targets-scale must be a number in (0, {MAX_SCALE}], got {0}")]
     Scale(f64),
 }
 
+/// The longest run `--targets-scale` asks for: ten times the standard protocol.
+pub const MAX_SCALE: f64 = 10.0;
+
 impl Protocol {
-    /// The protocol every session since the sixth has measured the targets with.
+    /// The protocol of docs/performance.md ("Reproducing the targets' runs").
     pub const STANDARD: Protocol = Protocol {
         warmup_sagas: 2000,
         closed_concurrency: 64,
@@ -59,10 +63,10 @@ impl Protocol {
     };
 
     /// The standard protocol with its saga counts and duration multiplied by
-    /// `scale`, for a quick look; each phase keeps at least one saga per round
-    /// and one second of open loop. Concurrency and rounds do not change.
+    /// `scale` (at most [`MAX_SCALE`]); each phase keeps at least one saga per
+    /// round and one second of open loop. Concurrency and rounds do not change.
     pub fn scaled(scale: f64) -> Result<Self, TargetsError> {
-        if !(scale > 0.0 && scale <= 1.0) {
+        if !(scale > 0.0 && scale <= MAX_SCALE) {
             return Err(TargetsError::Scale(scale));
         }
         let s = Self::STANDARD;
@@ -93,55 +97,90 @@ pub struct Verdict {
     /// `>=` or `<=`.
     pub comparison: &'static str,
     pub threshold: f64,
+    /// `ratio`, `ms` or `count`.
+    pub unit: &'static str,
     pub met: bool,
 }
 
 impl Verdict {
     fn at_least(target: &'static str, description: &'static str, measured: Option<f64>, threshold: f64) -> Self {
         let met = measured.is_some_and(|m| m >= threshold);
-        Self { target, description, measured, comparison: ">=", threshold, met }
+        Self { target, description, measured, comparison: ">=", threshold, unit: "ratio", met }
     }
 
-    fn at_most(target: &'static str, description: &'static str, measured: Option<f64>, threshold: f64) -> Self {
+    fn at_most(
+        target: &'static str,
+        description: &'static str,
+        measured: Option<f64>,
+        threshold: f64,
+        unit: &'static str,
+    ) -> Self {
         let met = measured.is_some_and(|m| m <= threshold);
-        Self { target, description, measured, comparison: "<=", threshold, met }
+        Self { target, description, measured, comparison: "<=", threshold, unit, met }
+    }
+
+    fn measured_text(&self) -> String {
+        match (self.measured, self.unit) {
+            (None, _) => "none".to_owned(),
+            (Some(m), "count") => format!("{m:.0}"),
+            (Some(m), _) => format!("{m:.2}"),
+        }
     }
 }
 
-/// Sagas of a run that count against "zero errors": calls that failed, sagas
-/// that never ended (`CREATE_FAILED`, `UNFINISHED`), and sagas that ended in a
-/// state their scenario does not expect.
+/// What counts against "zero errors" in a run: its failed calls, plus its sagas
+/// that never ended (`CREATE_FAILED`, `UNFINISHED`) or ended in a state their
+/// scenario does not expect. (A saga whose CreateOrder failed counts twice: as
+/// a failed call and as a saga that never ended.)
 pub fn failures(report: &Report) -> u64 {
     let call_errors: u64 = report.errors.values().sum();
     call_errors + report.sagas_started.saturating_sub(report.sagas_completed) + report.unexpected_final_states
 }
 
-/// The verdicts of the targets from the three phases' reports.
-pub fn verdicts(closed: &Report, one: &Report, open: &Report) -> Vec<Verdict> {
+/// Whether a compared phase measured both sides: every round (or, without
+/// rounds, the whole run) has a rate and a p50 on each side. A side that
+/// completed nothing has a p50 of 0, which would read as a ratio of 0.
+fn compared(report: &Report) -> bool {
+    let whole = report.sagas_completed > 0
+        && report.baseline_sagas_per_sec.is_some_and(|b| b > 0.0)
+        && report.baseline_p50_ms.is_some_and(|b| b > 0.0)
+        && report.latency_ms.p50 > 0.0;
+    whole
+        && report.rounds.iter().all(|r| {
+            r.sagas_per_sec > 0.0 && r.baseline_sagas_per_sec > 0.0 && r.p50_ms > 0.0 && r.baseline_p50_ms > 0.0
+        })
+}
+
+/// The verdicts of the targets from the phases' reports (`open` is `None` when
+/// the open loop could not run).
+pub fn verdicts(closed: &Report, one: &Report, open: Option<&Report>) -> Vec<Verdict> {
     vec![
         Verdict::at_least(
             "closed_loop_ratio",
             "closed loop: completed sagas/s at least 0.6 x the baseline's (median of the rounds)",
-            closed.ratio,
+            closed.ratio.filter(|_| compared(closed)),
             0.6,
         ),
         Verdict::at_most(
             "one_in_flight_p50_ratio",
             "one saga in flight: p50 at most 1.5 x the baseline's (median of the rounds)",
-            one.p50_ratio,
+            one.p50_ratio.filter(|_| compared(one)),
             1.5,
+            "ratio",
         ),
         Verdict::at_most(
             "open_loop_p99_ms",
             "open loop at half the closed loop's rate: p99 at most 25 ms",
-            (open.sagas_completed > 0).then_some(open.latency_ms.p99),
+            open.filter(|o| o.sagas_completed > 0).map(|o| o.latency_ms.p99),
             25.0,
+            "ms",
         ),
         Verdict::at_most(
             "open_loop_failures",
             "open loop: zero errors (failed calls, sagas that did not end or ended unexpectedly)",
-            Some(failures(open) as f64),
+            open.map(|o| failures(o) as f64),
             0.0,
+            "count",
         ),
     ]
 }
@@ -155,12 +194,13 @@ pub struct TargetsReport {
     pub targets: Vec<Verdict>,
     pub closed_loop: Report,
     pub one_in_flight: Report,
-    pub open_loop: Report,
+    /// `None` when the closed loop completed too few sagas to set a rate.
+    pub open_loop: Option<Report>,
 }
 
 impl TargetsReport {
-    pub fn new(protocol: Protocol, closed_loop: Report, one_in_flight: Report, open_loop: Report) -> Self {
-        let targets = verdicts(&closed_loop, &one_in_flight, &open_loop);
+    pub fn new(protocol: Protocol, closed_loop: Report, one_in_flight: Report, open_loop: Option<Report>) -> Self {
+        let targets = verdicts(&closed_loop, &one_in_flight, open_loop.as_ref());
         let all_met = targets.iter().all(|v| v.met);
         Self { protocol, all_met, targets, closed_loop, one_in_flight, open_loop }
     }
@@ -178,17 +218,20 @@ impl TargetsReport {
                 text,
                 "  {:<24} {:>9} {} {:<5} {}",
                 v.target,
-                measured_text(v.measured),
+                v.measured_text(),
                 v.comparison,
                 v.threshold,
                 if v.met { "met" } else { "NOT MET" }
             );
         }
+        let open = match self.open_loop.as_ref().and_then(|o| o.rate_per_sec) {
+            Some(rate) => format!("open loop at {rate:.1}/s"),
+            None => "no open loop".to_owned(),
+        };
         let _ = write!(
             text,
-            "closed loop {:.1} sagas/s, open loop at {:.1}/s; {} of {} targets met",
+            "closed loop {:.1} sagas/s, {open}; {} of {} targets met",
             self.closed_loop.sagas_per_sec,
-            self.open_loop.rate_per_sec.unwrap_or(0.0),
             self.targets.iter().filter(|v| v.met).count(),
             self.targets.len()
         );
@@ -205,15 +248,18 @@ impl TargetsReport {
                 md,
                 "| {} | {} | {} {} | {} |",
                 v.description,
-                measured_text(v.measured),
+                v.measured_text(),
                 v.comparison,
                 v.threshold,
                 if v.met { "yes" } else { "**no**" }
             );
         }
-        for (title, report) in
-            [("Closed loop", &self.closed_loop), ("One in flight", &self.one_in_flight), ("Open loop", &self.open_loop)]
-        {
+        let phases = [
+            ("Closed loop", Some(&self.closed_loop)),
+            ("One in flight", Some(&self.one_in_flight)),
+            ("Open loop", self.open_loop.as_ref()),
+        ];
+        for (title, report) in phases.into_iter().filter_map(|(title, report)| Some((title, report?))) {
             let _ = writeln!(md);
             let _ = writeln!(md, "## {title}");
             let _ = writeln!(md);
@@ -222,10 +268,6 @@ impl TargetsReport {
         }
         md
     }
-}
-
-fn measured_text(measured: Option<f64>) -> String {
-    measured.map_or_else(|| "none".to_owned(), |m| format!("{m:.2}"))
 }
 
 #[cfg(test)]
@@ -286,7 +328,7 @@ mod tests {
         let one = compared(Mode::Closed { concurrency: 1 }, 10, 12, 10).await;
         let open_mode = Mode::Open { rate: 100.0, max_in_flight: 64 };
         let open = Report::new(description(open_mode), &run(open_mode, 50, 30).await, None);
-        let report = TargetsReport::new(Protocol::STANDARD, closed, one, open);
+        let report = TargetsReport::new(Protocol::STANDARD, closed, one, Some(open));
 
         let v = &report.targets;
         assert_eq!(
@@ -321,12 +363,32 @@ mod tests {
         let mut open = Report::new(description(mode), &run(mode, 4, 5).await, None);
         open.sagas_completed = 0;
         open.errors.insert("UNAVAILABLE".into(), 3);
-        let v = verdicts(&alone, &alone, &open);
+        let v = verdicts(&alone, &alone, Some(&open));
         assert!(v.iter().all(|v| !v.met), "{v:?}");
         assert_eq!(v[0].measured, None);
         assert_eq!(v[2].measured, None);
         // 3 failed calls and 4 sagas that did not end.
         assert_eq!(v[3].measured, Some(7.0));
+        assert_eq!(v[3].measured_text(), "7");
+
+        let no_open = verdicts(&alone, &alone, None);
+        assert_eq!((no_open[2].measured, no_open[3].measured), (None, None));
+        assert!(!no_open[3].met, "an open loop that did not run has not shown zero errors");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_in_which_the_system_completed_nothing_is_not_a_ratio_of_zero() {
+        let mut one = compared(Mode::Closed { concurrency: 1 }, 10, 12, 10).await;
+        assert!(verdicts(&one, &one, None)[1].met);
+        // The system's segment of one round ended no saga: its p50 and rate are 0,
+        // so its ratios are 0, which must not pass for "fast".
+        let silent =
+            RoundReport { sagas_per_sec: 0.0, p50_ms: 0.0, ratio: 0.0, p50_ratio: 0.0, ..one.rounds[0].clone() };
+        one = one.with_rounds(vec![silent.clone(), silent.clone(), silent]);
+        assert_eq!(one.p50_ratio, Some(0.0));
+        let v = verdicts(&one, &one, None);
+        assert_eq!((v[0].measured, v[0].met), (None, false));
+        assert_eq!((v[1].measured, v[1].met), (None, false));
     }
 
     #[test]
@@ -337,8 +399,9 @@ mod tests {
         assert_eq!(p.open_secs, 1.0);
         assert_eq!(Protocol::scaled(1.0), Ok(Protocol::STANDARD));
         assert_eq!(Protocol::scaled(0.1).map(|p| p.closed_sagas), Ok(1000));
+        assert_eq!(Protocol::scaled(2.0).map(|p| (p.closed_sagas, p.open_secs)), Ok((20_000, 60.0)));
         assert_eq!(Protocol::scaled(0.0), Err(TargetsError::Scale(0.0)));
         assert!(Protocol::scaled(f64::NAN).is_err());
-        assert!(Protocol::scaled(1.5).is_err());
+        assert!(Protocol::scaled(10.5).is_err());
     }
 }

@@ -39,7 +39,9 @@ async fn targets_run_every_phase_report_each_verdict_and_leave_no_baseline_behin
     .expect("loadgen ran");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "loadgen failed\n{stdout}\n{stderr}");
+    // 0 when every target is met, 2 when one is not (at this size some are not).
+    let status = output.status.code();
+    assert!(matches!(status, Some(0 | 2)), "loadgen failed ({status:?})\n{stdout}\n{stderr}");
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).expect("the JSON report")).expect("valid JSON");
@@ -64,16 +66,10 @@ async fn targets_run_every_phase_report_each_verdict_and_leave_no_baseline_behin
     assert_eq!(open["sagas_completed"], open["sagas_started"]);
 
     // The verdicts read those reports' own figures.
-    let targets: BTreeMap<String, serde_json::Value> = report["targets"]
-        .as_array()
-        .expect("targets")
-        .iter()
-        .map(|t| (t["target"].as_str().expect("a name").to_owned(), t.clone()))
-        .collect();
-    assert_eq!(
-        targets.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["closed_loop_ratio", "one_in_flight_p50_ratio", "open_loop_failures", "open_loop_p99_ms"]
-    );
+    let list = report["targets"].as_array().expect("targets");
+    let names: Vec<&str> = list.iter().map(|t| t["target"].as_str().expect("a name")).collect();
+    assert_eq!(names, ["closed_loop_ratio", "one_in_flight_p50_ratio", "open_loop_p99_ms", "open_loop_failures"]);
+    let targets: BTreeMap<&str, &serde_json::Value> = names.iter().copied().zip(list).collect();
     assert_eq!(targets["closed_loop_ratio"]["measured"], report["closed_loop"]["ratio"]);
     assert_eq!(targets["one_in_flight_p50_ratio"]["measured"], report["one_in_flight"]["p50_ratio"]);
     assert_eq!(targets["open_loop_p99_ms"]["measured"], open["latency_ms"]["p99"]);
@@ -81,6 +77,7 @@ async fn targets_run_every_phase_report_each_verdict_and_leave_no_baseline_behin
     assert_eq!(targets["open_loop_failures"]["met"], true);
     let all_met = targets.values().all(|t| t["met"] == true);
     assert_eq!(report["all_met"], all_met);
+    assert_eq!(status, Some(if all_met { 0 } else { 2 }), "the exit status follows the verdicts");
     assert!(stdout.contains("targets:") && stdout.contains("open_loop_p99_ms"), "{stdout}");
     assert!(markdown.starts_with("# loadgen: the performance targets"), "{markdown}");
 
