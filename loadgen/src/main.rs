@@ -191,9 +191,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     if let Some(rate) = args.rate {
         anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be a positive number");
     }
-    if args.targets {
-        Protocol::scaled(args.targets_scale)?;
-    }
+    // Checked before anything connects; `run_targets` runs this protocol.
+    let protocol = args.targets.then(|| Protocol::scaled(args.targets_scale)).transpose()?;
     let rounds = args.rounds;
     if rounds > 1 {
         anyhow::ensure!(args.baseline && !args.baseline_only, "--rounds compares with the baseline: add --baseline");
@@ -226,10 +225,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         None
     };
     let processes = processes.as_ref();
-    let outcome = match &system {
-        Some(system) if args.targets => {
-            run_targets(&args, seed, system, baseline.as_ref(), processes).await.map(|r| Output::Targets(Box::new(r)))
-        }
+    let outcome = match (&system, protocol) {
+        (Some(system), Some(protocol)) => run_targets(&args, protocol, seed, system, baseline.as_ref(), processes)
+            .await
+            .map(|r| Output::Targets(Box::new(r))),
         _ => {
             measure(&args, seed, system.as_ref(), baseline.as_ref(), processes).await.map(|r| Output::One(Box::new(r)))
         }
@@ -364,12 +363,12 @@ async fn measure(
 /// not all end as expected stops the run: a broken system is not measured.
 async fn run_targets(
     args: &Args,
+    p: Protocol,
     seed: u64,
     system: &Arc<SystemRunner>,
     baseline: Option<&Arc<Baseline>>,
     processes: Option<&ProcessSet>,
 ) -> anyhow::Result<TargetsReport> {
-    let p = Protocol::scaled(args.targets_scale)?;
     let warmup = Plan {
         mode: Mode::Closed { concurrency: p.closed_concurrency },
         stop: Stop::Sagas(p.warmup_sagas),
@@ -485,17 +484,21 @@ mod tests {
     fn targets_set_their_own_load_and_take_a_scale() {
         assert!(args(&["--targets"]).targets);
         assert_eq!(args(&["--targets", "--targets-scale", "0.1"]).targets_scale, 0.1);
-        for other in [&["--rate", "10"][..], &["--concurrency", "8"], &["--baseline"], &["--mix", "success=1"]] {
+        let load_flags = [
+            &["--rate", "10"][..],
+            &["--concurrency", "8"],
+            &["--baseline"],
+            &["--mix", "success=1"],
+            &["--connections", "4"],
+            &["--max-in-flight", "8"],
+            &["--poll-interval-ms", "5"],
+        ];
+        for other in load_flags {
             let mut argv = vec!["loadgen", "--targets"];
             argv.extend_from_slice(other);
             assert!(Args::try_parse_from(argv).is_err(), "--targets with {other:?}");
         }
         assert!(Args::try_parse_from(["loadgen", "--targets-scale", "0.5"]).is_err(), "a scale needs --targets");
-        for other in [&["--connections", "4"][..], &["--max-in-flight", "8"], &["--poll-interval-ms", "5"]] {
-            let mut argv = vec!["loadgen", "--targets"];
-            argv.extend_from_slice(other);
-            assert!(Args::try_parse_from(argv).is_err(), "--targets with {other:?}");
-        }
     }
 
     #[test]

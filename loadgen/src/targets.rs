@@ -315,7 +315,7 @@ mod tests {
     }
 
     /// A phase of `sagas` sagas at `delay_ms` each against a baseline of `base_ms`.
-    async fn compared(mode: Mode, sagas: u64, delay_ms: u64, base_ms: u64) -> Report {
+    async fn against_baseline(mode: Mode, sagas: u64, delay_ms: u64, base_ms: u64) -> Report {
         let system = run(mode, sagas, delay_ms).await;
         let baseline = run(mode, sagas, base_ms).await;
         Report::new(description(mode), &system, Some(BaselineReport::of(&baseline)))
@@ -324,8 +324,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn each_verdict_reads_its_phase_report() {
-        let closed = compared(Mode::Closed { concurrency: 4 }, 40, 20, 10).await;
-        let one = compared(Mode::Closed { concurrency: 1 }, 10, 12, 10).await;
+        let closed = against_baseline(Mode::Closed { concurrency: 4 }, 40, 20, 10).await;
+        let one = against_baseline(Mode::Closed { concurrency: 1 }, 10, 12, 10).await;
         let open_mode = Mode::Open { rate: 100.0, max_in_flight: 64 };
         let open = Report::new(description(open_mode), &run(open_mode, 50, 30).await, None);
         let report = TargetsReport::new(Protocol::STANDARD, closed, one, Some(open));
@@ -378,7 +378,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_round_in_which_the_system_completed_nothing_is_not_a_ratio_of_zero() {
-        let mut one = compared(Mode::Closed { concurrency: 1 }, 10, 12, 10).await;
+        let mut one = against_baseline(Mode::Closed { concurrency: 1 }, 10, 12, 10).await;
         assert!(verdicts(&one, &one, None)[1].met);
         // The system's segment of one round ended no saga: its p50 and rate are 0,
         // so its ratios are 0, which must not pass for "fast".
