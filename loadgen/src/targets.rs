@@ -97,18 +97,23 @@ pub struct Verdict {
     /// `>=` or `<=`.
     pub comparison: &'static str,
     pub threshold: f64,
-    /// `ratio`, `ms` or `count`.
+    /// `ratio`, `ms`, `count`, `bytes` or `percent`.
     pub unit: &'static str,
     pub met: bool,
 }
 
 impl Verdict {
-    fn at_least(target: &'static str, description: &'static str, measured: Option<f64>, threshold: f64) -> Self {
+    pub(crate) fn at_least(
+        target: &'static str,
+        description: &'static str,
+        measured: Option<f64>,
+        threshold: f64,
+    ) -> Self {
         let met = measured.is_some_and(|m| m >= threshold);
         Self { target, description, measured, comparison: ">=", threshold, unit: "ratio", met }
     }
 
-    fn at_most(
+    pub(crate) fn at_most(
         target: &'static str,
         description: &'static str,
         measured: Option<f64>,
@@ -122,7 +127,7 @@ impl Verdict {
     fn measured_text(&self) -> String {
         match (self.measured, self.unit) {
             (None, _) => "none".to_owned(),
-            (Some(m), "count") => format!("{m:.0}"),
+            (Some(m), "count" | "bytes") => format!("{m:.0}"),
             (Some(m), _) => format!("{m:.2}"),
         }
     }
@@ -185,6 +190,41 @@ pub fn verdicts(closed: &Report, one: &Report, open: Option<&Report>) -> Vec<Ver
     ]
 }
 
+/// The verdicts, one line each under a `targets:` heading, for stdout.
+pub fn verdicts_text(verdicts: &[Verdict]) -> String {
+    let mut text = String::from("targets:\n");
+    let width = verdicts.iter().map(|v| v.target.len()).max().unwrap_or(0).max(24);
+    for v in verdicts {
+        let _ = writeln!(
+            text,
+            "  {:<width$} {:>9} {} {:<5} {}",
+            v.target,
+            v.measured_text(),
+            v.comparison,
+            v.threshold,
+            if v.met { "met" } else { "NOT MET" }
+        );
+    }
+    text
+}
+
+/// The verdicts as a Markdown table.
+pub fn verdicts_markdown(verdicts: &[Verdict]) -> String {
+    let mut md = String::from("| target | measured | required | met |\n|---|---:|---|---|\n");
+    for v in verdicts {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} {} | {} |",
+            v.description,
+            v.measured_text(),
+            v.comparison,
+            v.threshold,
+            if v.met { "yes" } else { "**no**" }
+        );
+    }
+    md
+}
+
 /// The whole run: the protocol, the verdicts and each phase's full report.
 #[derive(Debug, Serialize)]
 pub struct TargetsReport {
@@ -212,18 +252,7 @@ impl TargetsReport {
 
     /// The verdicts, one line each, for stdout.
     pub fn to_text(&self) -> String {
-        let mut text = String::from("targets:\n");
-        for v in &self.targets {
-            let _ = writeln!(
-                text,
-                "  {:<24} {:>9} {} {:<5} {}",
-                v.target,
-                v.measured_text(),
-                v.comparison,
-                v.threshold,
-                if v.met { "met" } else { "NOT MET" }
-            );
-        }
+        let mut text = verdicts_text(&self.targets);
         let open = match self.open_loop.as_ref().and_then(|o| o.rate_per_sec) {
             Some(rate) => format!("open loop at {rate:.1}/s"),
             None => "no open loop".to_owned(),
@@ -241,19 +270,7 @@ impl TargetsReport {
     /// A Markdown page: the verdicts' table, then each phase's summary.
     pub fn to_markdown(&self) -> String {
         let mut md = String::from("# loadgen: the performance targets\n\n");
-        let _ = writeln!(md, "| target | measured | required | met |");
-        let _ = writeln!(md, "|---|---:|---|---|");
-        for v in &self.targets {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} {} | {} |",
-                v.description,
-                v.measured_text(),
-                v.comparison,
-                v.threshold,
-                if v.met { "yes" } else { "**no**" }
-            );
-        }
+        md.push_str(&verdicts_markdown(&self.targets));
         let phases = [
             ("Closed loop", Some(&self.closed_loop)),
             ("One in flight", Some(&self.one_in_flight)),
