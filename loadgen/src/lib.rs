@@ -13,6 +13,8 @@
 //! - [`cpu`]: CPU per saga of named processes and of loadgen (`--cpu-of`).
 //! - [`targets`]: the targets measured in one run (`--targets`), with a
 //!   verdict per target.
+//! - [`memory`]: the memory targets' readings and verdicts (the `memory_targets`
+//!   binary, which starts the services itself).
 //!
 //! The one decision to know: latency is CreateOrder→terminal as the client sees
 //! it, and in the open loop it starts at the scheduled start time, so a system
@@ -23,6 +25,7 @@ pub mod baseline;
 pub mod chart;
 pub mod cpu;
 pub mod engine;
+pub mod memory;
 pub mod mix;
 pub mod report;
 pub mod schedule;

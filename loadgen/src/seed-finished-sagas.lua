@@ -1,7 +1,7 @@
 -- Copies one finished saga N times under fresh ids, with its state hash, its event
 -- stream and its index entries, so throughput can be measured against a Redis that
 -- already holds many finished sagas (docs/performance.md).
--- redis-cli --eval scripts/seed-finished-sagas.lua , <key prefix> <template saga id> <count> <start index>
+-- redis-cli --eval loadgen/src/seed-finished-sagas.lua , <key prefix> <template saga id> <count> <start index>
 -- The key prefix is order_service's, e.g. `perf-x:order:`. Copies get ids
 -- `00000000-0000-7000-8000-<12 hex digits>`: they sort before every real UUIDv7,
 -- so listings still page newest first. Run it in batches (e.g. 10000 per call) so

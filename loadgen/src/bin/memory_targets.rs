@@ -1,0 +1,546 @@
+//! memory_targets: the memory targets of docs/performance.md in one command, each
+//! phase in a fresh namespace that is deleted afterwards:
+//!
+//! 1. **in flight**: order_service alone (no participant, so no saga ends; a
+//!    10-minute step timeout, so none is retried), warm-up sagas, then the
+//!    measured ones while its `VmRSS` is sampled;
+//! 2. **finished**: the four services, sagas run to their end, `MEMORY USAGE` of
+//!    every key of the namespace by service; then order_service restarted with a
+//!    short retention, and its keys read again once the sweeper pruned;
+//! 3. **stored**: throughput at 64 in flight against a namespace with few finished
+//!    sagas and one with many more, in rounds, each side after a restart, the
+//!    side that goes first alternating from round to round.
+//!
+//! The one decision to know: the services run as the separate processes a
+//! deployment runs (the binaries next to this one), because the RSS measured must
+//! be order_service's alone.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use chaos::processes::{Binaries, Managed, ProcessSpec, Service, Signal, free_port};
+use clap::Parser;
+use futures::StreamExt as _;
+use lapin::{Channel, Connection, ConnectionProperties};
+use loadgen::{
+    engine::{self, Plan},
+    memory::{self, Finished, InFlight, MemoryReport, StoredRound},
+    mix::{Mix, Scenario},
+    schedule::{Mode, Stop},
+    system::{Follow, SystemRunner, SystemSettings},
+};
+use proto::order::v1::order_service_client::OrderServiceClient;
+use redis::aio::ConnectionManager;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Copies one finished saga under fresh ids (also runnable with `redis-cli --eval`).
+const SEED_SCRIPT: &str = include_str!("../seed-finished-sagas.lua");
+
+/// Sagas in flight while sagas are created or run.
+const CONCURRENCY: usize = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "memory_targets",
+    about = "Measures the memory targets of docs/performance.md: order_service's RSS per in-flight saga, Redis's \
+             bytes per finished saga and after the retention, and throughput with few or many stored sagas. Starts \
+             the service binaries itself; needs RabbitMQ and Redis. Exits with status 2 when a target is not met."
+)]
+struct Args {
+    /// Where the four service binaries are (default: the directory of this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_env_values = true)]
+    amqp_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    redis_url: String,
+    /// Sagas left in flight for the RSS reading (the target's 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    in_flight: u64,
+    /// Sagas before anything is measured: created before the first RSS reading
+    /// (connections, caches, pools), run before each stored-sagas measurement.
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
+    /// Sagas run to their end for Redis's bytes per finished saga; also the
+    /// finished sagas each namespace of the stored-sagas comparison starts with.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    finished: u64,
+    /// The retention (seconds) order_service is restarted with before the second reading.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    retention_secs: u64,
+    /// Finished sagas added to the second namespace of the stored-sagas comparison (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    stored: u64,
+    /// Sagas measured per side and round of the stored-sagas comparison.
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(1..))]
+    stored_sagas: u64,
+    /// Rounds of the stored-sagas comparison (few stored, then many, each after a
+    /// restart); the verdict reads the median of the rounds' changes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    rounds: u64,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a Markdown summary here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Where the services' logs go (default: a new directory under the temp dir).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Leave the namespaces' queues and keys in place.
+    #[arg(long)]
+    keep: bool,
+    /// No progress output on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let run = Run::new(&args).await?;
+    let result = run.all(&args).await;
+    run.cleanup(args.keep).await;
+    let report = result?;
+    println!("{}", report.to_text());
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.to_json()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, report.to_markdown()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.all_met { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// What every phase needs: the binaries, the broker and Redis (for readings and
+/// clean-up), and the namespaces made so far.
+struct Run {
+    binaries: Binaries,
+    log_dir: PathBuf,
+    amqp_url: String,
+    redis_url: String,
+    redis: ConnectionManager,
+    amqp: Connection,
+    channel: Channel,
+    tag: String,
+    namespaces: std::sync::Mutex<Vec<String>>,
+    quiet: bool,
+}
+
+/// The services of one phase, started in one namespace.
+struct System {
+    processes: Vec<Arc<Managed>>,
+}
+
+impl System {
+    fn order(&self) -> anyhow::Result<&Arc<Managed>> {
+        self.processes.iter().find(|p| p.spec.service == Service::Order).context("order_service is not running")
+    }
+
+    fn target(&self) -> anyhow::Result<String> {
+        Ok(format!("http://{}", self.order()?.grpc_addr()))
+    }
+
+    async fn stop(&self) {
+        for process in &self.processes {
+            process.stop(Signal::Term, Duration::from_secs(10)).await;
+        }
+    }
+}
+
+impl Run {
+    async fn new(args: &Args) -> anyhow::Result<Self> {
+        let dir = match &args.bin_dir {
+            Some(dir) => dir.clone(),
+            None => Binaries::default_dir()?,
+        };
+        let binaries = Binaries::locate(&dir)?;
+        let tag = format!("memt-{:x}-{:x}", std::process::id(), rand::random::<u32>());
+        let log_dir = args.log_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(&tag));
+        std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+        let client = redis::Client::open(args.redis_url.as_str()).context("REDIS_URL")?;
+        let redis =
+            ConnectionManager::new(client).await.with_context(|| format!("connecting to {}", args.redis_url))?;
+        let amqp = Connection::connect(&args.amqp_url, ConnectionProperties::default())
+            .await
+            .context("connecting to RabbitMQ")?;
+        let channel = amqp.create_channel().await.context("opening an AMQP channel")?;
+        Ok(Self {
+            binaries,
+            log_dir,
+            amqp_url: args.amqp_url.clone(),
+            redis_url: args.redis_url.clone(),
+            redis,
+            amqp,
+            channel,
+            tag,
+            namespaces: std::sync::Mutex::new(Vec::new()),
+            quiet: args.quiet,
+        })
+    }
+
+    fn say(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("memory_targets: {line}");
+        }
+    }
+
+    /// A fresh namespace, remembered for the clean-up.
+    fn namespace(&self, phase: &str) -> String {
+        let namespace = format!("{}-{phase}", self.tag);
+        if let Ok(mut all) = self.namespaces.lock() {
+            all.push(namespace.clone());
+        }
+        namespace
+    }
+
+    async fn all(&self, args: &Args) -> anyhow::Result<MemoryReport> {
+        self.say(&format!("service logs in {}", self.log_dir.display()));
+        let in_flight = self.in_flight(args).await.context("the in-flight phase")?;
+        let finished = self.finished(args).await.context("the finished phase")?;
+        let stored = if args.stored > 0 { self.stored(args).await.context("the stored phase")? } else { Vec::new() };
+        Ok(MemoryReport::new(in_flight, finished, stored))
+    }
+
+    /// Starts `services` in `namespace` (participants first: they declare their
+    /// queues), each SERVING before this returns.
+    async fn start(&self, namespace: &str, services: &[Service], extra: &[(&str, String)]) -> anyhow::Result<System> {
+        let mut ordered: Vec<Service> = services.iter().copied().filter(|s| *s != Service::Order).collect();
+        if services.contains(&Service::Order) {
+            ordered.push(Service::Order);
+        }
+        let mut processes = Vec::new();
+        for service in ordered {
+            let grpc_port = free_port()?;
+            let mut env = vec![
+                ("FTGO_NAMESPACE".to_owned(), namespace.to_owned()),
+                ("GRPC_ADDR".to_owned(), format!("127.0.0.1:{grpc_port}")),
+                ("HTTP_ADDR".to_owned(), format!("127.0.0.1:{}", free_port()?)),
+                ("AMQP_URL".to_owned(), self.amqp_url.clone()),
+                ("REDIS_URL".to_owned(), self.redis_url.clone()),
+                ("RUST_LOG".to_owned(), "warn".to_owned()),
+                ("LOG_FORMAT".to_owned(), "plain".to_owned()),
+            ];
+            if service == Service::Order {
+                env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            }
+            let spec = ProcessSpec {
+                name: service.binary().to_owned(),
+                service,
+                binary: self.binaries.path(service).to_path_buf(),
+                grpc_port,
+                env,
+                log: self.log_dir.join(format!("{namespace}-{}.log", service.binary())),
+            };
+            let process = Arc::new(Managed::new(spec, Duration::from_secs(30)));
+            let started = process.start().await;
+            processes.push(process);
+            if let Err(error) = started {
+                System { processes }.stop().await;
+                return Err(error);
+            }
+        }
+        Ok(System { processes })
+    }
+
+    /// Phase 1: order_service's RSS per in-flight saga.
+    async fn in_flight(&self, args: &Args) -> anyhow::Result<InFlight> {
+        let namespace = self.namespace("inflight");
+        let system =
+            self.start(&namespace, &[Service::Order], &[("SAGA_STEP_TIMEOUT_MS", "600000".to_owned())]).await?;
+        let result = async {
+            let order = system.order()?;
+            let pid = order.pid().context("order_service has no pid")?;
+            let clients = clients(&system.target()?, 4).await?;
+            let unfinished = format!("{namespace}:order:sagas:unfinished");
+            self.say(&format!("in flight: {} warm-up sagas, order_service alone (pid {pid})", args.warmup));
+            create(&clients, args.warmup).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let count_before = self.zcard(&unfinished).await?;
+            let rss_before = rss_kib(pid)?;
+            let peak = Arc::new(AtomicU64::new(rss_before));
+            let sampler = tokio::spawn({
+                let peak = peak.clone();
+                async move {
+                    loop {
+                        if let Ok(rss) = rss_kib(pid) {
+                            peak.fetch_max(rss, Ordering::Relaxed);
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            });
+            self.say(&format!("in flight: {} sagas that stay in flight, VmRSS sampled every 100 ms", args.in_flight));
+            let created = create(&clients, args.in_flight).await;
+            // What the last requests left behind settles; the sampler keeps reading.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            sampler.abort();
+            created?;
+            let rss_after = rss_kib(pid)?;
+            let count_after = self.zcard(&unfinished).await?;
+            Ok(InFlight::new(rss_before, peak.load(Ordering::Relaxed), rss_after, count_before, count_after))
+        }
+        .await;
+        system.stop().await;
+        result
+    }
+
+    /// Phase 2: Redis's bytes per finished saga, and order_service's once the
+    /// retention has passed.
+    async fn finished(&self, args: &Args) -> anyhow::Result<Finished> {
+        let namespace = self.namespace("finished");
+        let all = Service::ALL;
+        let system = self.start(&namespace, &all, &[]).await?;
+        let result = async {
+            self.say(&format!("finished: {} sagas to their end, then MEMORY USAGE of every key", args.finished));
+            let sps = run_sagas(&system, args.finished, "finished", self.quiet).await?;
+            self.say(&format!("finished: {sps:.1} sagas/s"));
+            let bytes = self.bytes_by_service(&namespace).await?;
+            let order = system.order()?.clone();
+            order.stop(Signal::Term, Duration::from_secs(10)).await;
+            let pruned = self
+                .start(&namespace, &[Service::Order], &[("SAGA_RETENTION_SECS", args.retention_secs.to_string())])
+                .await?;
+            // The sweeper prunes every 5 s (order_service's gauge interval).
+            let deadline = Instant::now() + Duration::from_secs(args.retention_secs + 30);
+            let prefix = format!("{namespace}:order:");
+            let left = loop {
+                let left = self.saga_keys(&prefix).await?;
+                if left.is_empty() || Instant::now() >= deadline {
+                    break left;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+            pruned.stop().await;
+            let mut left_bytes = 0;
+            for key in &left {
+                left_bytes += self.memory_usage(key).await?;
+            }
+            self.say(&format!(
+                "finished: after a retention of {} s, {} saga keys left",
+                args.retention_secs,
+                left.len()
+            ));
+            Ok(Finished::new(args.finished, bytes, args.retention_secs, left.len() as u64, left_bytes))
+        }
+        .await;
+        system.stop().await;
+        result
+    }
+
+    /// Phase 3: throughput with few and with many stored finished sagas.
+    async fn stored(&self, args: &Args) -> anyhow::Result<Vec<StoredRound>> {
+        let few = self.namespace("few");
+        let many = self.namespace("many");
+        for namespace in [&few, &many] {
+            let system = self.start(namespace, &Service::ALL, &[]).await?;
+            let ran = run_sagas(&system, args.finished, "stored: first sagas", self.quiet).await;
+            system.stop().await;
+            ran?;
+        }
+        self.seed(&format!("{many}:order:"), args.stored).await?;
+        let mut rounds = Vec::new();
+        for round in 1..=args.rounds {
+            // Which side runs first alternates, so that a drift of the machine
+            // within a round does not always favour the same side.
+            let order = if round % 2 == 1 { [&few, &many] } else { [&many, &few] };
+            let mut measured = BTreeMap::new();
+            for namespace in order {
+                let stored = self.zcard(&format!("{namespace}:order:sagas:all")).await?;
+                let system = self.start(namespace, &Service::ALL, &[]).await?;
+                let result = async {
+                    run_sagas(&system, args.warmup.max(1), "stored: warm-up", self.quiet).await?;
+                    run_sagas(&system, args.stored_sagas, "stored", self.quiet).await
+                }
+                .await;
+                system.stop().await;
+                let sps = result?;
+                self.say(&format!("stored, round {round}: {stored} stored, {sps:.1} sagas/s"));
+                measured.insert(namespace.as_str(), (stored, sps));
+            }
+            let (few_stored, few_sps) = measured.get(few.as_str()).copied().unwrap_or_default();
+            let (many_stored, many_sps) = measured.get(many.as_str()).copied().unwrap_or_default();
+            rounds.push(StoredRound::new(few_stored, few_sps, many_stored, many_sps));
+        }
+        Ok(rounds)
+    }
+
+    /// Adds `count` copies of the namespace's first finished saga, 10,000 per
+    /// script call so that Redis is never blocked for long.
+    async fn seed(&self, prefix: &str, count: u64) -> anyhow::Result<()> {
+        let mut redis = self.redis.clone();
+        let template: Vec<String> =
+            redis::cmd("ZRANGE").arg(format!("{prefix}sagas:finished")).arg(0).arg(0).query_async(&mut redis).await?;
+        let template = template.into_iter().next().context("no finished saga to copy")?;
+        self.say(&format!("stored: adding {count} finished sagas"));
+        let script = redis::Script::new(SEED_SCRIPT);
+        let mut start = 0;
+        while start < count {
+            let batch = (count - start).min(10_000);
+            let _: u64 = script.arg(prefix).arg(&template).arg(batch).arg(start).invoke_async(&mut redis).await?;
+            start += batch;
+        }
+        Ok(())
+    }
+
+    async fn zcard(&self, key: &str) -> anyhow::Result<u64> {
+        let mut redis = self.redis.clone();
+        Ok(redis::cmd("ZCARD").arg(key).query_async(&mut redis).await?)
+    }
+
+    /// Every key of `pattern`'s (a glob) match.
+    async fn keys(&self, pattern: &str) -> anyhow::Result<Vec<String>> {
+        let mut redis = self.redis.clone();
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut redis)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    /// order_service's keys that hold sagas: their hashes and event streams
+    /// (`saga:{id}…`) and the indexes (`sagas:…`); not the sweeper's lease.
+    async fn saga_keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let keys = self.keys(&format!("{}*", redis_glob_escape(prefix))).await?;
+        Ok(keys.into_iter().filter(|k| k[prefix.len()..].starts_with("saga")).collect())
+    }
+
+    async fn memory_usage(&self, key: &str) -> anyhow::Result<u64> {
+        let mut redis = self.redis.clone();
+        let bytes: Option<u64> =
+            redis::cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(0).query_async(&mut redis).await?;
+        Ok(bytes.unwrap_or(0))
+    }
+
+    /// `MEMORY USAGE … SAMPLES 0` of every key of the namespace, summed by service.
+    async fn bytes_by_service(&self, namespace: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+        let mut bytes = BTreeMap::new();
+        for key in self.keys(&format!("{}:*", redis_glob_escape(namespace))).await? {
+            if let Some(service) = memory::service_of_key(namespace, &key) {
+                let used = self.memory_usage(&key).await?;
+                *bytes.entry(service.to_owned()).or_insert(0) += used;
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Deletes every namespace's queues, dead-letter exchanges and keys.
+    async fn cleanup(&self, keep: bool) {
+        let namespaces = self.namespaces.lock().map(|n| n.clone()).unwrap_or_default();
+        if keep {
+            self.say(&format!("--keep: left namespaces {}", namespaces.join(", ")));
+        } else {
+            let bases: Vec<&str> = Service::ALL.iter().map(|s| s.queue_base()).collect();
+            for namespace in &namespaces {
+                for error in chaos::admin::delete_queues(&self.channel, namespace, &bases).await {
+                    eprintln!("memory_targets: clean-up: {error}");
+                }
+                let mut redis = self.redis.clone();
+                if let Err(error) = chaos::admin::delete_keys(&mut redis, namespace).await {
+                    eprintln!("memory_targets: clean-up of {namespace}'s keys: {error}");
+                }
+            }
+        }
+        let _ = self.amqp.close(200, "memory_targets done".into()).await;
+    }
+}
+
+/// `VmRSS` of a process, in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path} (Linux only)"))?;
+    memory::vm_rss_kib(&status).with_context(|| format!("no VmRSS in {path}"))
+}
+
+/// `*`, `?`, `[` and `\` escaped for a `SCAN MATCH` pattern.
+fn redis_glob_escape(text: &str) -> String {
+    text.chars().flat_map(|c| if matches!(c, '*' | '?' | '[' | ']' | '\\') { vec!['\\', c] } else { vec![c] }).collect()
+}
+
+async fn clients(
+    target: &str,
+    connections: usize,
+) -> anyhow::Result<Vec<OrderServiceClient<tonic::transport::Channel>>> {
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        let channel = tonic::transport::Endpoint::from_shared(target.to_owned())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to order_service at {target}"))?;
+        clients.push(OrderServiceClient::new(channel));
+    }
+    Ok(clients)
+}
+
+/// `count` CreateOrder calls of the success scenario, 64 at a time; the sagas
+/// are not followed. Fails when any call failed.
+async fn create(clients: &[OrderServiceClient<tonic::transport::Channel>], count: u64) -> anyhow::Result<()> {
+    let failures = futures::stream::iter(0..count)
+        .map(|i| {
+            let mut client = clients[(i % clients.len() as u64) as usize].clone();
+            async move { client.create_order(Scenario::Success.request(String::new())).await.err() }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|failed| async move { failed })
+        .collect::<Vec<_>>()
+        .await;
+    if let Some(first) = failures.first() {
+        bail!("{} of {count} CreateOrder calls failed; the first: {first}", failures.len());
+    }
+    Ok(())
+}
+
+/// `sagas` success sagas at 64 in flight, each watched to its end; their rate.
+/// Fails unless every one ended APPROVED.
+async fn run_sagas(system: &System, sagas: u64, label: &str, quiet: bool) -> anyhow::Result<f64> {
+    let settings = SystemSettings {
+        follow: Follow::Watch,
+        call_timeout: Duration::from_secs(30),
+        saga_timeout: Duration::from_secs(60),
+        idempotency_keys: false,
+        key_prefix: String::new(),
+    };
+    let runner = Arc::new(SystemRunner::connect(&system.target()?, 1, settings).await?);
+    let plan = Plan {
+        mode: Mode::Closed { concurrency: CONCURRENCY },
+        stop: Stop::Sagas(sagas),
+        mix: Mix::only(Scenario::Success),
+        seed: rand::random(),
+        label: label.to_owned(),
+        progress: !quiet,
+    };
+    let result = engine::run(&plan, runner).await;
+    let recorder = &result.recorder;
+    ensure!(
+        recorder.completed_count() == sagas && recorder.unexpected_count() == 0 && recorder.errors().is_empty(),
+        "{label}: not every saga ended APPROVED (final states {:?}, errors {:?})",
+        recorder.final_states(),
+        recorder.errors()
+    );
+    Ok(result.sagas_per_sec())
+}
