@@ -121,11 +121,18 @@ pub struct ProcessSpec {
     pub log: PathBuf,
 }
 
-/// Settings a service reads that must not leak in from the caller's environment:
-/// removed, so the service uses its default.
-/// (`OTEL_EXPORTER_OTLP_ENDPOINT`: a chaos run exports no spans.)
-const ENV_REMOVED: &[&str] =
-    &["FIXTURES_PATH", "AMQP_PREFETCH", "AMQP_QUEUE_TYPE", "WATCH_MAX_STREAMS", "OTEL_EXPORTER_OTLP_ENDPOINT"];
+/// Whether an inherited environment variable is one of the services' settings
+/// (README's Configuration table, OpenTelemetry's `OTEL_*`, mimalloc's
+/// `MIMALLOC_*`): each is removed before the spec's own are set, so a process
+/// runs with the services' defaults except what its spec says, whatever the
+/// caller's shell holds. (A chaos run exports no spans; memory_targets measures
+/// the defaults.)
+pub fn is_service_setting(name: &str) -> bool {
+    const PREFIXES: &[&str] =
+        &["SAGA_", "WATCH_", "AMQP_", "OTEL_", "MIMALLOC_", "FIXTURE", "ORDER_", "RESTAURANT_", "TOKIO_"];
+    const NAMES: &[&str] = &["FTGO_NAMESPACE", "REDIS_URL", "GRPC_ADDR", "HTTP_ADDR", "RUST_LOG", "LOG_FORMAT"];
+    PREFIXES.iter().any(|prefix| name.starts_with(prefix)) || NAMES.contains(&name)
+}
 
 /// How a process was stopped.
 #[derive(Debug, Clone)]
@@ -219,8 +226,10 @@ impl Managed {
         writeln!(log, "=== chaos: starting {} at unix_ms={}", self.spec.name, unix_ms())?;
         let stderr = log.try_clone()?;
         let mut command = tokio::process::Command::new(&self.spec.binary);
-        for name in ENV_REMOVED {
-            command.env_remove(name);
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(is_service_setting) {
+                command.env_remove(name);
+            }
         }
         command
             .envs(self.spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -520,5 +529,27 @@ impl Fleet {
             }
         }
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_service_setting;
+
+    #[test]
+    fn every_service_setting_is_kept_from_the_caller_and_nothing_else() {
+        // README's Configuration table, plus the trace-only OTLP endpoint and mimalloc's.
+        let settings = "AMQP_URL REDIS_URL GRPC_ADDR HTTP_ADDR FTGO_NAMESPACE AMQP_PREFETCH AMQP_ACK_DELAY_MS \
+            AMQP_QUEUE_TYPE TOKIO_WORKER_THREADS LOG_FORMAT RUST_LOG OTEL_EXPORTER_OTLP_ENDPOINT \
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT FIXTURES_PATH FIXTURE_CACHE_MS RESTAURANT_FAULT_INJECTION \
+            SAGA_STEP_TIMEOUT_MS SAGA_MAX_ATTEMPTS SAGA_COMPENSATION_MAX_ATTEMPTS SAGA_BACKOFF_INITIAL_MS \
+            SAGA_BACKOFF_MAX_MS SAGA_SWEEP_INTERVAL_MS SAGA_STUCK_THRESHOLD_SECS SAGA_RETENTION_SECS \
+            ORDER_MAX_TOTAL_MINOR WATCH_MAX_STREAMS WATCH_RECHECK_MS SAGA_STATE_CACHE_ENTRIES MIMALLOC_ARENA_EAGER_COMMIT";
+        for name in settings.split_whitespace() {
+            assert!(is_service_setting(name), "{name} would leak into the services");
+        }
+        for name in ["PATH", "HOME", "LANG", "TMPDIR", "RUST_BACKTRACE", "CARGO_TARGET_DIR", "HOSTNAME"] {
+            assert!(!is_service_setting(name), "{name} is not a service setting");
+        }
     }
 }
