@@ -244,7 +244,8 @@ pub async fn delete_keys(redis: &mut ConnectionManager, namespace: &str) -> redi
     }
 }
 
-fn escape_glob(s: &str) -> String {
+/// `s` with the glob characters of a `SCAN MATCH` pattern escaped.
+pub fn escape_glob(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

@@ -3,14 +3,26 @@
 //! test; run alone: `cargo build --bins && cargo test -p loadgen --test
 //! memory_targets`). It checks what each phase must have seen, not the figures
 //! a loaded machine gives: every saga created stays in flight, every service
-//! wrote keys, the retention left none of order_service's, the seeding added
-//! exactly what was asked, the exit status follows the verdicts, and no key
-//! or queue of the run is left.
+//! wrote keys, the retention left none of order_service's, the copies were there
+//! for one side only, every verdict read a figure, the exit status follows the
+//! verdicts, and no key, queue or exchange of the run is left.
 
-use std::process::Command;
+use std::{process::Stdio, time::Duration};
 
-use lapin::{Connection, ConnectionProperties, options::QueueDeclareOptions, types::FieldTable};
+use lapin::{
+    Connection, ConnectionProperties, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
 use serde_json::Value;
+
+fn url(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn count(value: &Value) -> u64 {
+    value.as_u64().unwrap_or_else(|| panic!("not a count: {value}"))
+}
 
 #[tokio::test]
 async fn each_phase_measures_what_it_should_and_leaves_nothing_behind() {
@@ -19,14 +31,21 @@ async fn each_phase_measures_what_it_should_and_leaves_nothing_behind() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let json = dir.join("report.json");
     let logs = dir.join("logs");
-    let output = Command::new(exe)
+    let child = tokio::process::Command::new(exe)
         .args(["--in-flight", "300", "--warmup", "20", "--finished", "40", "--stored", "3000"])
-        .args(["--stored-sagas", "60", "--rounds", "1", "--quiet"])
+        .args(["--stored-sagas", "60", "--rounds", "2", "--quiet"])
         .arg("--json")
         .arg(&json)
         .arg("--log-dir")
         .arg(&logs)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("memory_targets starts");
+    let output = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
+        .await
+        .expect("memory_targets ends within four minutes")
         .expect("memory_targets runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -35,44 +54,50 @@ async fn each_phase_measures_what_it_should_and_leaves_nothing_behind() {
     }))
     .expect("the report is JSON");
 
-    let all_met = report["all_met"].as_bool().expect("all_met");
-    let expected = if all_met { Some(0) } else { Some(2) };
-    assert_eq!(output.status.code(), expected, "exit status follows all_met\n{stdout}\n{stderr}");
-    assert!(stdout.contains("targets:"), "{stdout}");
-
-    // In flight: no participant runs, so every saga created is still unfinished.
-    let in_flight = &report["in_flight"];
-    let added =
-        in_flight["in_flight_after"].as_u64().unwrap_or(0) - in_flight["in_flight_before"].as_u64().unwrap_or(0);
-    assert_eq!(added, 300, "{in_flight}");
-    assert_eq!(in_flight["in_flight_before"].as_u64(), Some(20), "the warm-up's sagas are in flight too");
-    assert!(in_flight["rss_peak_kib"].as_u64() >= in_flight["rss_before_kib"].as_u64(), "{in_flight}");
-    assert!(in_flight["bytes_per_saga"].is_number(), "{in_flight}");
-
-    // Finished: each service wrote keys; the retention pruned all of order_service's.
-    let finished = &report["finished"];
-    assert_eq!(finished["sagas"].as_u64(), Some(40));
-    for service in ["order", "consumer", "restaurant", "accounting"] {
-        let bytes = finished["bytes_per_saga_by_service"][service].as_f64().unwrap_or(0.0);
-        assert!(bytes > 0.0, "{service} stored nothing per saga: {finished}");
-    }
-    assert_eq!(finished["order_keys_after_retention"].as_u64(), Some(0), "{finished}");
-    assert_eq!(finished["order_bytes_after_retention"].as_u64(), Some(0), "{finished}");
-
-    // Stored: the second namespace holds exactly the seeded copies more.
-    let rounds = report["stored"].as_array().expect("stored rounds");
-    assert_eq!(rounds.len(), 1);
-    let few = rounds[0]["few_stored"].as_u64().unwrap_or(0);
-    let many = rounds[0]["many_stored"].as_u64().unwrap_or(0);
-    assert_eq!(many - few, 3000, "{rounds:?}");
-    assert_eq!(few, 40, "the first namespace holds its first sagas: {rounds:?}");
-
-    let names: Vec<&str> =
-        report["targets"].as_array().expect("targets").iter().filter_map(|t| t["target"].as_str()).collect();
+    let targets = report["targets"].as_array().expect("targets");
+    let names: Vec<&str> = targets.iter().filter_map(|t| t["target"].as_str()).collect();
     assert_eq!(
         names,
         ["in_flight_bytes_per_saga", "finished_order_bytes_after_retention", "stored_sagas_throughput_change_percent"]
     );
+    for target in targets {
+        assert!(target["measured"].is_number(), "every target was measured: {target}");
+    }
+    let all_met = report["all_met"].as_bool().expect("all_met");
+    assert_eq!(all_met, targets.iter().all(|t| t["met"] == Value::Bool(true)));
+    assert_eq!(output.status.code(), Some(if all_met { 0 } else { 2 }), "exit status\n{stdout}\n{stderr}");
+    assert!(stdout.contains("targets:"), "{stdout}");
+
+    // In flight: no participant runs, so every saga created is still unfinished.
+    let in_flight = &report["in_flight"];
+    assert_eq!(count(&in_flight["in_flight_before"]), 20, "the warm-up's sagas are in flight too");
+    assert_eq!(count(&in_flight["in_flight_after"]), 320, "{in_flight}");
+    assert!(count(&in_flight["rss_before_kib"]) > 1000, "an RSS was read: {in_flight}");
+
+    // Finished: each service wrote keys; the retention pruned all of order_service's.
+    let finished = &report["finished"];
+    assert_eq!(count(&finished["sagas"]), 40);
+    for service in ["order", "consumer", "restaurant", "accounting"] {
+        let bytes = finished["bytes_per_saga_by_service"][service].as_f64().unwrap_or(0.0);
+        assert!(bytes > 0.0, "{service} stored nothing per saga: {finished}");
+    }
+    assert_eq!(count(&finished["order_keys_after_retention"]), 0, "{finished}");
+
+    // Stored: one namespace, the copies there for the "with" side only; the
+    // "without" side holds the first sagas and the earlier sides' sagas.
+    let rounds = report["stored"].as_array().expect("stored rounds");
+    assert_eq!(rounds.len(), 2);
+    // Round 1 runs "without" first, round 2 "with" first; each side adds its
+    // 20 warm-up and 60 measured sagas.
+    for (round, expected) in rounds.iter().zip([3000 + 80, 3000 - 80]) {
+        let without = count(&round["without_stored"]);
+        let with = count(&round["with_stored"]);
+        assert_eq!(with - without.min(with), expected, "the copies, give or take one side's sagas: {round}");
+        assert!(
+            round["without_sagas_per_sec"].as_f64() > Some(0.0) && round["with_sagas_per_sec"].as_f64() > Some(0.0)
+        );
+    }
+    assert_eq!(count(&rounds[0]["without_stored"]), 40, "the first side sees the first sagas only");
 
     // Nothing left: the namespaces are the prefixes of the services' log files.
     let mut namespaces: Vec<String> = std::fs::read_dir(&logs)
@@ -82,21 +107,45 @@ async fn each_phase_measures_what_it_should_and_leaves_nothing_behind() {
         .collect();
     namespaces.sort();
     namespaces.dedup();
-    assert_eq!(namespaces.len(), 4, "inflight, finished, few and many: {namespaces:?}");
-    let client = redis::Client::open("redis://127.0.0.1:6379").expect("redis url");
+    assert_eq!(namespaces.len(), 3, "inflight, finished and stored: {namespaces:?}");
+    let client = redis::Client::open(url("REDIS_URL", "redis://127.0.0.1:6379")).expect("redis url");
     let mut redis = client.get_multiplexed_async_connection().await.expect("redis");
-    let amqp = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", ConnectionProperties::default())
-        .await
-        .expect("rabbitmq");
+    let amqp =
+        Connection::connect(&url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"), ConnectionProperties::default())
+            .await
+            .expect("rabbitmq");
+    let bases = [
+        "order_service.replies",
+        "consumer_service.commands",
+        "restaurant_service.commands",
+        "accounting_service.commands",
+    ];
     for namespace in &namespaces {
-        let keys: Vec<String> =
-            redis::cmd("KEYS").arg(format!("{namespace}:*")).query_async(&mut redis).await.expect("KEYS");
+        let (_, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg(format!("{namespace}:*"))
+            .arg("COUNT")
+            .arg(1_000_000)
+            .query_async(&mut redis)
+            .await
+            .expect("SCAN");
         assert!(keys.is_empty(), "{namespace} left keys: {:?}", &keys[..keys.len().min(5)]);
-        let channel = amqp.create_channel().await.expect("channel");
-        let queue = format!("{namespace}.order_service.replies");
-        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        let declared = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await;
-        assert!(declared.is_err(), "{queue} is left");
+        for base in bases {
+            for queue in [format!("{namespace}.{base}"), format!("{namespace}.{base}.dlq")] {
+                let channel = amqp.create_channel().await.expect("channel");
+                let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+                let declared = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await;
+                assert!(declared.is_err(), "queue {queue} is left");
+            }
+            let exchange = format!("{namespace}.{base}.dlx");
+            let channel = amqp.create_channel().await.expect("channel");
+            let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
+            let declared = channel
+                .exchange_declare(exchange.as_str().into(), ExchangeKind::Fanout, passive, FieldTable::default())
+                .await;
+            assert!(declared.is_err(), "exchange {exchange} is left");
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

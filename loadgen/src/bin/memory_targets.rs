@@ -1,5 +1,5 @@
 //! memory_targets: the memory targets of docs/performance.md in one command, each
-//! phase in a fresh namespace that is deleted afterwards:
+//! phase in a fresh namespace that is deleted when the phase ends:
 //!
 //! 1. **in flight**: order_service alone (no participant, so no saga ends; a
 //!    10-minute step timeout, so none is retried), warm-up sagas, then the
@@ -7,13 +7,14 @@
 //! 2. **finished**: the four services, sagas run to their end, `MEMORY USAGE` of
 //!    every key of the namespace by service; then order_service restarted with a
 //!    short retention, and its keys read again once the sweeper pruned;
-//! 3. **stored**: throughput at 64 in flight against a namespace with few finished
-//!    sagas and one with many more, in rounds, each side after a restart, the
-//!    side that goes first alternating from round to round.
+//! 3. **stored**: throughput at 64 in flight in one namespace without and with
+//!    100,000 more finished sagas (copies added and deleted between the sides),
+//!    in rounds, each side after a restart, the side that goes first alternating.
 //!
 //! The one decision to know: the services run as the separate processes a
-//! deployment runs (the binaries next to this one), because the RSS measured must
-//! be order_service's alone.
+//! deployment runs (the binaries next to this one), with their defaults (none of
+//! the caller's service settings is passed on), because the RSS measured must be
+//! order_service's alone and the figures those of the defaults.
 
 use std::{
     collections::BTreeMap,
@@ -27,7 +28,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use chaos::processes::{Binaries, Managed, ProcessSpec, Service, Signal, free_port};
+use chaos::{
+    admin::escape_glob,
+    processes::{Binaries, Managed, ProcessSpec, Service, Signal, free_port},
+};
 use clap::Parser;
 use futures::StreamExt as _;
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -39,13 +43,18 @@ use loadgen::{
     system::{Follow, SystemRunner, SystemSettings},
 };
 use proto::order::v1::order_service_client::OrderServiceClient;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Copies one finished saga under fresh ids (also runnable with `redis-cli --eval`).
+/// Copies one finished saga under fresh ids, and deletes such copies (both also
+/// runnable with `redis-cli --eval`).
 const SEED_SCRIPT: &str = include_str!("../seed-finished-sagas.lua");
+const UNSEED_SCRIPT: &str = include_str!("../unseed-finished-sagas.lua");
+
+/// Copies per script call: Redis serves nothing else while one runs.
+const SEED_BATCH: u64 = 1000;
 
 /// Sagas in flight while sagas are created or run.
 const CONCURRENCY: usize = 64;
@@ -54,7 +63,7 @@ const CONCURRENCY: usize = 64;
 #[command(
     name = "memory_targets",
     about = "Measures the memory targets of docs/performance.md: order_service's RSS per in-flight saga, Redis's \
-             bytes per finished saga and after the retention, and throughput with few or many stored sagas. Starts \
+             bytes per finished saga and after the retention, and throughput without and with 100,000 more stored sagas. Starts \
              the service binaries itself; needs RabbitMQ and Redis. Exits with status 2 when a target is not met."
 )]
 struct Args {
@@ -79,14 +88,15 @@ struct Args {
     /// The retention (seconds) order_service is restarted with before the second reading.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
     retention_secs: u64,
-    /// Finished sagas added to the second namespace of the stored-sagas comparison (0 skips it).
+    /// Finished sagas added for the "with" side of the stored-sagas comparison
+    /// (0 skips it, and its target is then not met).
     #[arg(long, default_value_t = 100_000)]
     stored: u64,
     /// Sagas measured per side and round of the stored-sagas comparison.
     #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(1..))]
     stored_sagas: u64,
-    /// Rounds of the stored-sagas comparison (few stored, then many, each after a
-    /// restart); the verdict reads the median of the rounds' changes.
+    /// Rounds of the stored-sagas comparison (each side after a restart, the first
+    /// side alternating); the verdict reads the median of the rounds' changes.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     rounds: u64,
     /// Write the JSON report here.
@@ -98,7 +108,7 @@ struct Args {
     /// Where the services' logs go (default: a new directory under the temp dir).
     #[arg(long)]
     log_dir: Option<PathBuf>,
-    /// Leave the namespaces' queues and keys in place.
+    /// Leave each phase's queues and keys in place.
     #[arg(long)]
     keep: bool,
     /// No progress output on stderr.
@@ -110,8 +120,14 @@ struct Args {
 async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let run = Run::new(&args).await?;
-    let result = run.all(&args).await;
+    // On a signal the phase's future is dropped, which kills its services
+    // (`kill_on_drop`); the namespaces are deleted all the same.
+    let result = tokio::select! {
+        result = run.all(&args) => result,
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+    };
     run.cleanup(args.keep).await;
+    run.close().await;
     let report = result?;
     println!("{}", report.to_text());
     if let Some(path) = &args.json {
@@ -121,6 +137,21 @@ async fn main() -> anyhow::Result<ExitCode> {
         std::fs::write(path, report.to_markdown()).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(if report.all_met { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// The first SIGINT or SIGTERM.
+async fn interrupted() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 /// What every phase needs: the binaries, the broker and Redis (for readings and
@@ -170,8 +201,12 @@ impl Run {
         let log_dir = args.log_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(&tag));
         std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
         let client = redis::Client::open(args.redis_url.as_str()).context("REDIS_URL")?;
-        let redis =
-            ConnectionManager::new(client).await.with_context(|| format!("connecting to {}", args.redis_url))?;
+        // A seeding call holds Redis for a while: more than redis-rs' default 500 ms
+        // on a slow or busy machine.
+        let config = ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(60)));
+        let redis = ConnectionManager::new_with_config(client, config)
+            .await
+            .with_context(|| format!("connecting to {}", args.redis_url))?;
         let amqp = Connection::connect(&args.amqp_url, ConnectionProperties::default())
             .await
             .context("connecting to RabbitMQ")?;
@@ -205,11 +240,22 @@ impl Run {
         namespace
     }
 
+    /// Runs the phases; each one's namespace is deleted as it ends (unless
+    /// `--keep`), so that it weighs on no later phase.
     async fn all(&self, args: &Args) -> anyhow::Result<MemoryReport> {
         self.say(&format!("service logs in {}", self.log_dir.display()));
         let in_flight = self.in_flight(args).await.context("the in-flight phase")?;
+        self.cleanup(args.keep).await;
         let finished = self.finished(args).await.context("the finished phase")?;
-        let stored = if args.stored > 0 { self.stored(args).await.context("the stored phase")? } else { Vec::new() };
+        self.cleanup(args.keep).await;
+        let stored = if args.stored > 0 {
+            let stored = self.stored(args).await.context("the stored phase")?;
+            self.cleanup(args.keep).await;
+            stored
+        } else {
+            self.say("--stored 0: the stored-sagas comparison is skipped, so its target is not met");
+            Vec::new()
+        };
         Ok(MemoryReport::new(in_flight, finished, stored))
     }
 
@@ -300,8 +346,7 @@ impl Run {
     /// retention has passed.
     async fn finished(&self, args: &Args) -> anyhow::Result<Finished> {
         let namespace = self.namespace("finished");
-        let all = Service::ALL;
-        let system = self.start(&namespace, &all, &[]).await?;
+        let system = self.start(&namespace, &Service::ALL, &[]).await?;
         let result = async {
             self.say(&format!("finished: {} sagas to their end, then MEMORY USAGE of every key", args.finished));
             let sps = run_sagas(&system, args.finished, "finished", self.quiet).await?;
@@ -309,86 +354,101 @@ impl Run {
             let bytes = self.bytes_by_service(&namespace).await?;
             let order = system.order()?.clone();
             order.stop(Signal::Term, Duration::from_secs(10)).await;
+            let restarted = Instant::now();
             let pruned = self
                 .start(&namespace, &[Service::Order], &[("SAGA_RETENTION_SECS", args.retention_secs.to_string())])
                 .await?;
-            // The sweeper prunes every 5 s (order_service's gauge interval).
-            let deadline = Instant::now() + Duration::from_secs(args.retention_secs + 30);
-            let prefix = format!("{namespace}:order:");
+            // The sweeper prunes every 5 s (order_service's gauge interval). Every
+            // key of order_service's counts: once all its sagas are pruned, none
+            // should be left (the indexes go when they empty).
+            let deadline = restarted + Duration::from_secs(args.retention_secs + 30);
+            let pattern = format!("{}*", escape_glob(&format!("{namespace}:order:")));
             let left = loop {
-                let left = self.saga_keys(&prefix).await?;
+                let left = self.keys(&pattern).await?;
                 if left.is_empty() || Instant::now() >= deadline {
                     break left;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             };
+            let waited = restarted.elapsed().as_secs_f64();
             pruned.stop().await;
             let mut left_bytes = 0;
             for key in &left {
                 left_bytes += self.memory_usage(key).await?;
             }
             self.say(&format!(
-                "finished: after a retention of {} s, {} saga keys left",
+                "finished: after a retention of {} s, {} order_service keys left ({waited:.1} s after its restart)",
                 args.retention_secs,
                 left.len()
             ));
-            Ok(Finished::new(args.finished, bytes, args.retention_secs, left.len() as u64, left_bytes))
+            Ok(Finished::new(args.finished, bytes, args.retention_secs, left.len() as u64, left_bytes, waited))
         }
         .await;
         system.stop().await;
         result
     }
 
-    /// Phase 3: throughput with few and with many stored finished sagas.
+    /// Phase 3: throughput in one namespace without and with `--stored` more
+    /// finished sagas. The copies are added before the "with" side and deleted
+    /// after it, so the two sides differ in nothing else; each side restarts the
+    /// services, and which goes first alternates from round to round, so that a
+    /// drift of the machine within a round does not always favour the same side.
     async fn stored(&self, args: &Args) -> anyhow::Result<Vec<StoredRound>> {
-        let few = self.namespace("few");
-        let many = self.namespace("many");
-        for namespace in [&few, &many] {
-            let system = self.start(namespace, &Service::ALL, &[]).await?;
-            let ran = run_sagas(&system, args.finished, "stored: first sagas", self.quiet).await;
-            system.stop().await;
-            ran?;
-        }
-        self.seed(&format!("{many}:order:"), args.stored).await?;
+        let namespace = self.namespace("stored");
+        let prefix = format!("{namespace}:order:");
+        let system = self.start(&namespace, &Service::ALL, &[]).await?;
+        let ran = run_sagas(&system, args.finished, "stored: first sagas", self.quiet).await;
+        system.stop().await;
+        ran?;
+        let template = self.first_finished(&prefix).await?;
         let mut rounds = Vec::new();
         for round in 1..=args.rounds {
-            // Which side runs first alternates, so that a drift of the machine
-            // within a round does not always favour the same side.
-            let order = if round % 2 == 1 { [&few, &many] } else { [&many, &few] };
+            let sides = if round % 2 == 1 { [false, true] } else { [true, false] };
             let mut measured = BTreeMap::new();
-            for namespace in order {
-                let stored = self.zcard(&format!("{namespace}:order:sagas:all")).await?;
-                let system = self.start(namespace, &Service::ALL, &[]).await?;
+            for with_copies in sides {
+                if with_copies {
+                    self.say(&format!("stored: adding {} finished sagas", args.stored));
+                    self.copies(SEED_SCRIPT, &prefix, &template, args.stored).await?;
+                }
+                let stored = self.zcard(&format!("{prefix}sagas:all")).await?;
+                let system = self.start(&namespace, &Service::ALL, &[]).await?;
                 let result = async {
                     run_sagas(&system, args.warmup.max(1), "stored: warm-up", self.quiet).await?;
                     run_sagas(&system, args.stored_sagas, "stored", self.quiet).await
                 }
                 .await;
                 system.stop().await;
+                if with_copies {
+                    self.copies(UNSEED_SCRIPT, &prefix, &template, args.stored).await?;
+                }
                 let sps = result?;
                 self.say(&format!("stored, round {round}: {stored} stored, {sps:.1} sagas/s"));
-                measured.insert(namespace.as_str(), (stored, sps));
+                measured.insert(with_copies, (stored, sps));
             }
-            let (few_stored, few_sps) = measured.get(few.as_str()).copied().unwrap_or_default();
-            let (many_stored, many_sps) = measured.get(many.as_str()).copied().unwrap_or_default();
-            rounds.push(StoredRound::new(few_stored, few_sps, many_stored, many_sps));
+            let (without, without_sps) = measured.get(&false).copied().unwrap_or_default();
+            let (with, with_sps) = measured.get(&true).copied().unwrap_or_default();
+            rounds.push(StoredRound::new(without, without_sps, with, with_sps));
         }
         Ok(rounds)
     }
 
-    /// Adds `count` copies of the namespace's first finished saga, 10,000 per
-    /// script call so that Redis is never blocked for long.
-    async fn seed(&self, prefix: &str, count: u64) -> anyhow::Result<()> {
+    /// The id of the namespace's first finished saga: the one copied.
+    async fn first_finished(&self, prefix: &str) -> anyhow::Result<String> {
         let mut redis = self.redis.clone();
-        let template: Vec<String> =
+        let first: Vec<String> =
             redis::cmd("ZRANGE").arg(format!("{prefix}sagas:finished")).arg(0).arg(0).query_async(&mut redis).await?;
-        let template = template.into_iter().next().context("no finished saga to copy")?;
-        self.say(&format!("stored: adding {count} finished sagas"));
-        let script = redis::Script::new(SEED_SCRIPT);
+        first.into_iter().next().context("no finished saga to copy")
+    }
+
+    /// Runs the seeding or unseeding script for `count` copies of `template`, a
+    /// batch per call so that Redis is never held for long.
+    async fn copies(&self, script: &str, prefix: &str, template: &str, count: u64) -> anyhow::Result<()> {
+        let mut redis = self.redis.clone();
+        let script = redis::Script::new(script);
         let mut start = 0;
         while start < count {
-            let batch = (count - start).min(10_000);
-            let _: u64 = script.arg(prefix).arg(&template).arg(batch).arg(start).invoke_async(&mut redis).await?;
+            let batch = (count - start).min(SEED_BATCH);
+            let _: u64 = script.arg(prefix).arg(template).arg(batch).arg(start).invoke_async(&mut redis).await?;
             start += batch;
         }
         Ok(())
@@ -421,13 +481,6 @@ impl Run {
         }
     }
 
-    /// order_service's keys that hold sagas: their hashes and event streams
-    /// (`saga:{id}…`) and the indexes (`sagas:…`); not the sweeper's lease.
-    async fn saga_keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
-        let keys = self.keys(&format!("{}*", redis_glob_escape(prefix))).await?;
-        Ok(keys.into_iter().filter(|k| k[prefix.len()..].starts_with("saga")).collect())
-    }
-
     async fn memory_usage(&self, key: &str) -> anyhow::Result<u64> {
         let mut redis = self.redis.clone();
         let bytes: Option<u64> =
@@ -438,7 +491,7 @@ impl Run {
     /// `MEMORY USAGE … SAMPLES 0` of every key of the namespace, summed by service.
     async fn bytes_by_service(&self, namespace: &str) -> anyhow::Result<BTreeMap<String, u64>> {
         let mut bytes = BTreeMap::new();
-        for key in self.keys(&format!("{}:*", redis_glob_escape(namespace))).await? {
+        for key in self.keys(&format!("{}:*", escape_glob(namespace))).await? {
             if let Some(service) = memory::service_of_key(namespace, &key) {
                 let used = self.memory_usage(&key).await?;
                 *bytes.entry(service.to_owned()).or_insert(0) += used;
@@ -447,23 +500,30 @@ impl Run {
         Ok(bytes)
     }
 
-    /// Deletes every namespace's queues, dead-letter exchanges and keys.
+    /// Deletes the queues, dead-letter exchanges and keys of every namespace made
+    /// since the last call (with `keep`, only says which are left).
     async fn cleanup(&self, keep: bool) {
-        let namespaces = self.namespaces.lock().map(|n| n.clone()).unwrap_or_default();
+        let namespaces = self.namespaces.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default();
+        if namespaces.is_empty() {
+            return;
+        }
         if keep {
-            self.say(&format!("--keep: left namespaces {}", namespaces.join(", ")));
-        } else {
-            let bases: Vec<&str> = Service::ALL.iter().map(|s| s.queue_base()).collect();
-            for namespace in &namespaces {
-                for error in chaos::admin::delete_queues(&self.channel, namespace, &bases).await {
-                    eprintln!("memory_targets: clean-up: {error}");
-                }
-                let mut redis = self.redis.clone();
-                if let Err(error) = chaos::admin::delete_keys(&mut redis, namespace).await {
-                    eprintln!("memory_targets: clean-up of {namespace}'s keys: {error}");
-                }
+            self.say(&format!("--keep: left namespace(s) {}", namespaces.join(", ")));
+            return;
+        }
+        let bases: Vec<&str> = Service::ALL.iter().map(|s| s.queue_base()).collect();
+        for namespace in &namespaces {
+            for error in chaos::admin::delete_queues(&self.channel, namespace, &bases).await {
+                eprintln!("memory_targets: clean-up: {error}");
+            }
+            let mut redis = self.redis.clone();
+            if let Err(error) = chaos::admin::delete_keys(&mut redis, namespace).await {
+                eprintln!("memory_targets: clean-up of {namespace}'s keys: {error}");
             }
         }
+    }
+
+    async fn close(&self) {
         let _ = self.amqp.close(200, "memory_targets done".into()).await;
     }
 }
@@ -475,11 +535,6 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     memory::vm_rss_kib(&status).with_context(|| format!("no VmRSS in {path}"))
 }
 
-/// `*`, `?`, `[` and `\` escaped for a `SCAN MATCH` pattern.
-fn redis_glob_escape(text: &str) -> String {
-    text.chars().flat_map(|c| if matches!(c, '*' | '?' | '[' | ']' | '\\') { vec!['\\', c] } else { vec![c] }).collect()
-}
-
 async fn clients(
     target: &str,
     connections: usize,
@@ -488,6 +543,7 @@ async fn clients(
     for _ in 0..connections {
         let channel = tonic::transport::Endpoint::from_shared(target.to_owned())?
             .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .connect()
             .await
