@@ -61,7 +61,7 @@ impl Service {
     }
 }
 
-/// The four service binaries, found next to the `chaos` executable.
+/// The four service binaries, found next to the running executable (chaos, memory_targets).
 #[derive(Debug, Clone)]
 pub struct Binaries {
     paths: BTreeMap<Service, PathBuf>,
@@ -84,7 +84,7 @@ impl Binaries {
         if !missing.is_empty() {
             bail!(
                 "service binaries not found: {}.\nBuild them first (from the workspace root): cargo build --bins \
-                 (add --release if chaos itself is a release build)",
+                 (add --release if this tool is a release build)",
                 missing.join(", ")
             );
         }
@@ -97,8 +97,8 @@ impl Binaries {
 
     /// The directory the running executable is in (where cargo puts every bin).
     pub fn default_dir() -> anyhow::Result<PathBuf> {
-        let exe = std::env::current_exe().context("locating the chaos executable")?;
-        Ok(exe.parent().context("the chaos executable has no parent directory")?.to_path_buf())
+        let exe = std::env::current_exe().context("locating the running executable")?;
+        Ok(exe.parent().context("the running executable has no parent directory")?.to_path_buf())
     }
 }
 

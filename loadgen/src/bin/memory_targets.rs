@@ -82,7 +82,7 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     warmup: u64,
     /// Sagas run to their end for Redis's bytes per finished saga; also the
-    /// finished sagas each namespace of the stored-sagas comparison starts with.
+    /// finished sagas the stored-sagas comparison's namespace starts with.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     finished: u64,
     /// The retention (seconds) order_service is restarted with before the second reading.
