@@ -4,8 +4,8 @@
 -- redis-cli --eval loadgen/src/seed-finished-sagas.lua , <key prefix> <template saga id> <count> <start index>
 -- The key prefix is order_service's, e.g. `perf-x:order:`. Copies get ids
 -- `00000000-0000-7000-8000-<12 hex digits>`: they sort before every real UUIDv7,
--- so listings still page newest first. Run it in batches (e.g. 10000 per call) so
--- Redis is not blocked for long.
+-- so listings still page newest first. Run it in batches (memory_targets makes
+-- 1000 copies per call) so that Redis is not blocked for long.
 local prefix, template, count, start = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local state = prefix .. 'saga:{' .. template .. '}'
 local fields = redis.call('HGETALL', state)

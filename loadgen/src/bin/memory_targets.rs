@@ -406,9 +406,16 @@ impl Run {
             let sides = if round % 2 == 1 { [false, true] } else { [true, false] };
             let mut measured = BTreeMap::new();
             for with_copies in sides {
+                let before_copies = self.index_sizes(&prefix).await?;
                 if with_copies {
                     self.say(&format!("stored: adding {} finished sagas", args.stored));
-                    self.copies(SEED_SCRIPT, &prefix, &template, args.stored).await?;
+                    let added = self.copies(SEED_SCRIPT, &prefix, &template, args.stored).await?;
+                    ensure!(added == args.stored, "{added} copies made, not {}", args.stored);
+                    let with = self.index_sizes(&prefix).await?;
+                    ensure!(
+                        with.iter().zip(&before_copies).all(|(w, b)| *w == b + args.stored),
+                        "the indexes did not grow by the copies: {before_copies:?} -> {with:?}"
+                    );
                 }
                 let stored = self.zcard(&format!("{prefix}sagas:all")).await?;
                 let system = self.start(&namespace, &Service::ALL, &[]).await?;
@@ -419,7 +426,34 @@ impl Run {
                 .await;
                 system.stop().await;
                 if with_copies {
-                    self.copies(UNSEED_SCRIPT, &prefix, &template, args.stored).await?;
+                    let unseeded = self.copies(UNSEED_SCRIPT, &prefix, &template, args.stored).await;
+                    match (&result, unseeded) {
+                        (_, Ok(deleted)) => ensure!(
+                            deleted == 2 * args.stored,
+                            "the copies' hashes and event streams: {deleted} keys deleted, not {}",
+                            2 * args.stored
+                        ),
+                        (Ok(_), Err(error)) => return Err(error.context("deleting the copies")),
+                        (Err(side), Err(error)) => bail!("{side:#}; then deleting the copies: {error:#}"),
+                    }
+                    // The first and the last copy are gone, with their events.
+                    let mut keys = Vec::new();
+                    for index in [0, args.stored - 1] {
+                        let key = format!("{prefix}saga:{{{}}}", copy_id(index));
+                        keys.push(format!("{key}:events"));
+                        keys.push(key);
+                    }
+                    let mut redis = self.redis.clone();
+                    let left: u64 = redis::cmd("EXISTS").arg(&keys).query_async(&mut redis).await?;
+                    ensure!(left == 0, "{left} of the keys {keys:?} are left once the copies are deleted");
+                    // What is left is what was there plus the side's own sagas.
+                    let ran = args.warmup.max(1) + args.stored_sagas;
+                    let after = self.index_sizes(&prefix).await?;
+                    ensure!(
+                        after.iter().zip(&before_copies).all(|(a, b)| *a == b + ran),
+                        "the indexes hold more than the side's {ran} sagas once the copies are deleted: \
+                         {before_copies:?} -> {after:?}"
+                    );
                 }
                 let sps = result?;
                 self.say(&format!("stored, round {round}: {stored} stored, {sps:.1} sagas/s"));
@@ -441,17 +475,25 @@ impl Run {
     }
 
     /// Runs the seeding or unseeding script for `count` copies of `template`, a
-    /// batch per call so that Redis is never held for long.
-    async fn copies(&self, script: &str, prefix: &str, template: &str, count: u64) -> anyhow::Result<()> {
+    /// batch per call so that Redis is never held for long; the sum of what the
+    /// calls return (copies made, or keys deleted).
+    async fn copies(&self, script: &str, prefix: &str, template: &str, count: u64) -> anyhow::Result<u64> {
         let mut redis = self.redis.clone();
         let script = redis::Script::new(script);
-        let mut start = 0;
+        let (mut start, mut total) = (0, 0);
         while start < count {
             let batch = (count - start).min(SEED_BATCH);
-            let _: u64 = script.arg(prefix).arg(template).arg(batch).arg(start).invoke_async(&mut redis).await?;
+            let done: u64 = script.arg(prefix).arg(template).arg(batch).arg(start).invoke_async(&mut redis).await?;
+            total += done;
             start += batch;
         }
-        Ok(())
+        Ok(total)
+    }
+
+    /// The sizes of order_service's listing and finished indexes, which every
+    /// copy enters and leaves.
+    async fn index_sizes(&self, prefix: &str) -> anyhow::Result<[u64; 2]> {
+        Ok([self.zcard(&format!("{prefix}sagas:all")).await?, self.zcard(&format!("{prefix}sagas:finished")).await?])
     }
 
     async fn zcard(&self, key: &str) -> anyhow::Result<u64> {
@@ -503,12 +545,13 @@ impl Run {
     /// Deletes the queues, dead-letter exchanges and keys of every namespace made
     /// since the last call (with `keep`, only says which are left).
     async fn cleanup(&self, keep: bool) {
-        let namespaces = self.namespaces.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default();
+        let namespaces = self.namespaces.lock().map(|n| n.clone()).unwrap_or_default();
         if namespaces.is_empty() {
             return;
         }
         if keep {
             self.say(&format!("--keep: left namespace(s) {}", namespaces.join(", ")));
+            self.forget(&namespaces);
             return;
         }
         let bases: Vec<&str> = Service::ALL.iter().map(|s| s.queue_base()).collect();
@@ -520,12 +563,26 @@ impl Run {
             if let Err(error) = chaos::admin::delete_keys(&mut redis, namespace).await {
                 eprintln!("memory_targets: clean-up of {namespace}'s keys: {error}");
             }
+            // Forgotten only once deleted: a signal in the middle of this leaves
+            // it listed for main's final clean-up.
+            self.forget(std::slice::from_ref(namespace));
+        }
+    }
+
+    fn forget(&self, done: &[String]) {
+        if let Ok(mut namespaces) = self.namespaces.lock() {
+            namespaces.retain(|n| !done.contains(n));
         }
     }
 
     async fn close(&self) {
         let _ = self.amqp.close(200, "memory_targets done".into()).await;
     }
+}
+
+/// The id of copy `index`, as the seeding script makes it.
+fn copy_id(index: u64) -> String {
+    format!("00000000-0000-7000-8000-{index:012x}")
 }
 
 /// `VmRSS` of a process, in KiB.
