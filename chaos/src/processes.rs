@@ -102,11 +102,16 @@ impl Binaries {
     }
 }
 
-/// A free port on 127.0.0.1, found by binding port 0 and letting it go. Another
-/// process could take it in between; on this machine that is rare enough.
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
+/// `count` distinct free ports on 127.0.0.1, found by binding port 0 that many
+/// times at once and letting them all go. Held together, they cannot repeat,
+/// as one port at a time could (a CI run once gave one process's HTTP port to
+/// another's gRPC address). Another process could still take one in between;
+/// on this machine that is rare enough.
+pub fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).context("finding a free port"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 /// Everything needed to (re)start one process identically.
@@ -438,9 +443,9 @@ impl Fleet {
             (Service::Order, "order_service#2"),
         ];
         let mut processes = Vec::new();
-        for (service, name) in layout {
-            let grpc_port = free_port()?;
-            let http_port = free_port()?;
+        let ports = free_ports(2 * layout.len())?;
+        for ((service, name), pair) in layout.into_iter().zip(ports.chunks(2)) {
+            let (grpc_port, http_port) = (pair[0], pair[1]);
             let env = vec![
                 ("FTGO_NAMESPACE".to_owned(), settings.namespace.to_owned()),
                 ("GRPC_ADDR".to_owned(), format!("127.0.0.1:{grpc_port}")),
@@ -534,7 +539,15 @@ impl Fleet {
 
 #[cfg(test)]
 mod tests {
-    use super::is_service_setting;
+    use super::{free_ports, is_service_setting};
+
+    #[test]
+    fn free_ports_asked_for_together_are_distinct() {
+        let ports = free_ports(64).expect("ports");
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!((ports.len(), distinct.len()), (64, 64));
+        assert!(!ports.contains(&0));
+    }
 
     #[test]
     fn every_service_setting_is_kept_from_the_caller_and_nothing_else() {

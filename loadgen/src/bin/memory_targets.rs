@@ -30,7 +30,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use chaos::{
     admin::escape_glob,
-    processes::{Binaries, Managed, ProcessSpec, Service, Signal, free_port},
+    processes::{Binaries, Managed, ProcessSpec, Service, Signal, free_ports},
 };
 use clap::Parser;
 use futures::StreamExt as _;
@@ -267,12 +267,13 @@ impl Run {
             ordered.push(Service::Order);
         }
         let mut processes = Vec::new();
-        for service in ordered {
-            let grpc_port = free_port()?;
+        let ports = free_ports(2 * ordered.len())?;
+        for (service, pair) in ordered.into_iter().zip(ports.chunks(2)) {
+            let (grpc_port, http_port) = (pair[0], pair[1]);
             let mut env = vec![
                 ("FTGO_NAMESPACE".to_owned(), namespace.to_owned()),
                 ("GRPC_ADDR".to_owned(), format!("127.0.0.1:{grpc_port}")),
-                ("HTTP_ADDR".to_owned(), format!("127.0.0.1:{}", free_port()?)),
+                ("HTTP_ADDR".to_owned(), format!("127.0.0.1:{http_port}")),
                 ("AMQP_URL".to_owned(), self.amqp_url.clone()),
                 ("REDIS_URL".to_owned(), self.redis_url.clone()),
                 ("RUST_LOG".to_owned(), "warn".to_owned()),
