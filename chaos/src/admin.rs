@@ -225,23 +225,28 @@ pub async fn delete_queues(channel: &Channel, namespace: &str, bases: &[&str]) -
     errors
 }
 
-/// Deletes every Redis key of the namespace (`SCAN MATCH "<ns>:*"` + `UNLINK`).
-pub async fn delete_keys(redis: &mut ConnectionManager, namespace: &str) -> redis::RedisResult<usize> {
-    let pattern = format!("{}:*", escape_glob(namespace));
+/// Every key matching `pattern` (a `SCAN MATCH` glob).
+pub async fn scan_keys(redis: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<Vec<String>> {
     let mut cursor: u64 = 0;
-    let mut deleted = 0;
+    let mut found = Vec::new();
     loop {
         let (next, keys): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(redis).await?;
-        if !keys.is_empty() {
-            deleted += keys.len();
-            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(redis).await?;
-        }
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(redis).await?;
+        found.extend(keys);
         if next == 0 {
-            return Ok(deleted);
+            return Ok(found);
         }
         cursor = next;
     }
+}
+
+/// Deletes every Redis key of the namespace (`SCAN MATCH "<ns>:*"` + `UNLINK`).
+pub async fn delete_keys(redis: &mut ConnectionManager, namespace: &str) -> redis::RedisResult<usize> {
+    let keys = scan_keys(redis, &format!("{}:*", escape_glob(namespace))).await?;
+    for batch in keys.chunks(1000) {
+        let _: () = redis::cmd("UNLINK").arg(batch).query_async(redis).await?;
+    }
+    Ok(keys.len())
 }
 
 /// `s` with the glob characters of a `SCAN MATCH` pattern escaped.

@@ -57,22 +57,29 @@ impl SystemRunner {
     /// the server limits the streams of one connection, and every watched saga
     /// holds one).
     pub async fn connect(target: &str, connections: usize, settings: SystemSettings) -> anyhow::Result<Self> {
-        let mut clients = Vec::new();
-        for _ in 0..connections.max(1) {
-            let channel = tonic::transport::Endpoint::from_shared(target.to_owned())?
-                .connect_timeout(Duration::from_secs(5))
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot connect to order_service at {target}: {e}"))?;
-            clients.push(OrderServiceClient::new(channel));
-        }
+        let clients = order_clients(target, connections).await?;
         Ok(Self { clients, settings, keys: std::sync::atomic::AtomicU64::new(0) })
     }
 
     fn client(&self, index: u64) -> OrderServiceClient<Channel> {
         self.clients[(index % self.clients.len() as u64) as usize].clone()
     }
+}
+
+/// `connections` clients of order_service at `target` (at least one), each on
+/// an HTTP/2 connection of its own.
+pub async fn order_clients(target: &str, connections: usize) -> anyhow::Result<Vec<OrderServiceClient<Channel>>> {
+    let mut clients = Vec::new();
+    for _ in 0..connections.max(1) {
+        let channel = tonic::transport::Endpoint::from_shared(target.to_owned())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to order_service at {target}: {e}"))?;
+        clients.push(OrderServiceClient::new(channel));
+    }
+    Ok(clients)
 }
 
 fn code_name(code: Code) -> String {

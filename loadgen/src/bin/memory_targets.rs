@@ -40,7 +40,7 @@ use loadgen::{
     memory::{self, Finished, InFlight, MemoryReport, StoredRound},
     mix::{Mix, Scenario},
     schedule::{Mode, Stop},
-    system::{Follow, SystemRunner, SystemSettings},
+    system::{Follow, SystemRunner, SystemSettings, order_clients},
 };
 use proto::order::v1::order_service_client::OrderServiceClient;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -55,6 +55,9 @@ const UNSEED_SCRIPT: &str = include_str!("../unseed-finished-sagas.lua");
 
 /// Copies per script call: Redis serves nothing else while one runs.
 const SEED_BATCH: u64 = 1000;
+
+/// How long one CreateOrder may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sagas in flight while sagas are created or run.
 const CONCURRENCY: usize = 64;
@@ -309,7 +312,7 @@ impl Run {
         let result = async {
             let order = system.order()?;
             let pid = order.pid().context("order_service has no pid")?;
-            let clients = clients(&system.target()?, 4).await?;
+            let clients = order_clients(&system.target()?, 4).await?;
             let unfinished = format!("{namespace}:order:sagas:unfinished");
             self.say(&format!("in flight: {} warm-up sagas, order_service alone (pid {pid})", args.warmup));
             create(&clients, args.warmup).await?;
@@ -505,23 +508,7 @@ impl Run {
     /// Every key of `pattern`'s (a glob) match.
     async fn keys(&self, pattern: &str) -> anyhow::Result<Vec<String>> {
         let mut redis = self.redis.clone();
-        let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut redis)
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
-        }
+        Ok(chaos::admin::scan_keys(&mut redis, pattern).await?)
     }
 
     async fn memory_usage(&self, key: &str) -> anyhow::Result<u64> {
@@ -593,31 +580,20 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     memory::vm_rss_kib(&status).with_context(|| format!("no VmRSS in {path}"))
 }
 
-async fn clients(
-    target: &str,
-    connections: usize,
-) -> anyhow::Result<Vec<OrderServiceClient<tonic::transport::Channel>>> {
-    let mut clients = Vec::new();
-    for _ in 0..connections {
-        let channel = tonic::transport::Endpoint::from_shared(target.to_owned())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("connecting to order_service at {target}"))?;
-        clients.push(OrderServiceClient::new(channel));
-    }
-    Ok(clients)
-}
-
 /// `count` CreateOrder calls of the success scenario, 64 at a time; the sagas
 /// are not followed. Fails when any call failed.
 async fn create(clients: &[OrderServiceClient<tonic::transport::Channel>], count: u64) -> anyhow::Result<()> {
     let failures = futures::stream::iter(0..count)
         .map(|i| {
             let mut client = clients[(i % clients.len() as u64) as usize].clone();
-            async move { client.create_order(Scenario::Success.request(String::new())).await.err() }
+            async move {
+                match tokio::time::timeout(CALL_TIMEOUT, client.create_order(Scenario::Success.request(String::new())))
+                    .await
+                {
+                    Ok(result) => result.err(),
+                    Err(_) => Some(tonic::Status::deadline_exceeded(format!("no answer within {CALL_TIMEOUT:?}"))),
+                }
+            }
         })
         .buffer_unordered(CONCURRENCY)
         .filter_map(|failed| async move { failed })
