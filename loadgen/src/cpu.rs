@@ -36,6 +36,8 @@ pub enum CpuError {
 pub struct ProcessSet {
     /// Names as given, in order, without duplicates.
     names: Vec<String>,
+    /// Whether snapshots also read every thread of the processes.
+    threads: bool,
 }
 
 impl ProcessSet {
@@ -53,7 +55,13 @@ impl ProcessSet {
         if names.is_empty() {
             return Err(CpuError::Empty);
         }
-        Ok(Self { names })
+        Ok(Self { names, threads: false })
+    }
+
+    /// Also split each process's CPU by thread name (`--cpu-threads`).
+    pub fn with_threads(mut self, threads: bool) -> Self {
+        self.threads = threads;
+        self
     }
 
     pub fn names(&self) -> &[String] {
@@ -78,31 +86,81 @@ fn truncated(name: &str) -> &str {
     }
 }
 
+/// A thread's name with every run of digits folded to `#`, so that the
+/// numbered threads of a pool add up under one name. A name of the kernel's full
+/// 15 bytes may have been cut, and by more where its number has more digits
+/// (`1_dirty_io_sche`, `10_dirty_io_sch`), so such a name is cut to what any
+/// number up to three digits leaves, and marked `…`.
+fn thread_kind(comm: &str) -> String {
+    let mut kind = String::with_capacity(comm.len());
+    let mut folded = false;
+    for c in comm.chars() {
+        if !c.is_ascii_digit() {
+            kind.push(c);
+        } else if !kind.ends_with('#') {
+            kind.push('#');
+            folded = true;
+        }
+    }
+    if folded && comm.len() >= COMM_LEN {
+        let mut end = COMM_LEN - 3;
+        while !kind.is_char_boundary(end) {
+            end -= 1;
+        }
+        kind.truncate(end);
+        kind.push('…');
+    }
+    kind
+}
+
+/// The name `(other threads)`: CPU of threads not alive at both readings.
+pub const OTHER_THREADS: &str = "(other threads)";
+
 /// CPU ticks by process at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// pid → (name, utime + stime ticks).
     processes: BTreeMap<i32, (String, u64)>,
     own: u64,
+    /// With threads: (pid, tid) → (process name, thread kind, ticks); loadgen's
+    /// own threads under [`SELF`].
+    threads: BTreeMap<(i32, i32), (String, String, u64)>,
 }
 
 #[cfg(target_os = "linux")]
 fn read_snapshot(set: &ProcessSet) -> Result<Snapshot, CpuError> {
     use procfs::process::{Process, all_processes};
     let error = |e: procfs::ProcError| CpuError::Proc(e.to_string());
-    let own = Process::myself().and_then(|p| p.stat()).map_err(error)?;
+    let myself = Process::myself().map_err(error)?;
+    let own = myself.stat().map_err(error)?;
     let mut processes = BTreeMap::new();
+    let mut threads = BTreeMap::new();
+    // A thread can end between the listing and the read: it is skipped.
+    let mut read_threads = |process: &Process, name: &str| {
+        let Ok(tasks) = process.tasks() else { return };
+        for stat in tasks.flatten().filter_map(|task| task.stat().ok()) {
+            let ticks = stat.utime + stat.stime;
+            threads.insert((process.pid, stat.pid), (name.to_owned(), thread_kind(&stat.comm), ticks));
+        }
+    };
     for process in all_processes().map_err(error)? {
         // A process can end between the listing and the read: it is skipped.
-        let Ok(stat) = process.and_then(|p| p.stat()) else { continue };
+        let Ok(process) = process else { continue };
+        let Ok(stat) = process.stat() else { continue };
         if stat.pid == own.pid {
             continue;
         }
         if let Some(name) = set.name_of(&stat.comm) {
             processes.insert(stat.pid, (name.to_owned(), stat.utime + stat.stime));
+            if set.threads {
+                read_threads(&process, name);
+            }
         }
     }
-    Ok(Snapshot { processes, own: own.utime + own.stime })
+    if set.threads {
+        read_threads(&myself, SELF);
+    }
+    Ok(Snapshot { processes, own: own.utime + own.stime, threads })
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -114,6 +172,8 @@ fn read_snapshot(_set: &ProcessSet) -> Result<Snapshot, CpuError> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CpuTally {
     ticks: BTreeMap<String, u64>,
+    /// With threads: process name → thread kind → ticks.
+    thread_ticks: BTreeMap<String, BTreeMap<String, u64>>,
     sagas: u64,
 }
 
@@ -131,6 +191,14 @@ impl CpuTally {
             }
         }
         *self.ticks.entry(SELF.to_owned()).or_default() += after.own.saturating_sub(before.own);
+        if set.threads {
+            for (key, (name, kind, end)) in &after.threads {
+                if let Some((_, _, start)) = before.threads.get(key) {
+                    let by_kind = self.thread_ticks.entry(name.clone()).or_default();
+                    *by_kind.entry(kind.clone()).or_default() += end.saturating_sub(*start);
+                }
+            }
+        }
         self.sagas += sagas;
     }
 
@@ -144,7 +212,17 @@ impl CpuTally {
             }
         };
         let ms_per_saga: BTreeMap<String, f64> = self.ticks.iter().map(|(n, t)| (n.clone(), per_saga(*t))).collect();
-        CpuReport { total: ms_per_saga.values().sum(), ms_per_saga, sagas: self.sagas }
+        let mut by_thread = BTreeMap::new();
+        for (name, kinds) in &self.thread_ticks {
+            let mut threads: BTreeMap<String, f64> = kinds.iter().map(|(k, t)| (k.clone(), per_saga(*t))).collect();
+            let split: u64 = kinds.values().sum();
+            let other = self.ticks.get(name).copied().unwrap_or(0).saturating_sub(split);
+            if other > 0 {
+                threads.insert(OTHER_THREADS.to_owned(), per_saga(other));
+            }
+            by_thread.insert(name.clone(), threads);
+        }
+        CpuReport { total: ms_per_saga.values().sum(), ms_per_saga, sagas: self.sagas, by_thread }
     }
 }
 
@@ -171,6 +249,11 @@ pub struct CpuReport {
     pub total: f64,
     /// The sagas they were divided by.
     pub sagas: u64,
+    /// With `--cpu-threads`: each process's milliseconds per saga by thread
+    /// name (digits folded to `#`), with `(other threads)` for threads that
+    /// started or ended during a segment.
+    #[serde(rename = "ms_per_saga_by_thread", skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_thread: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 impl CpuReport {
@@ -178,6 +261,26 @@ impl CpuReport {
     pub fn to_text(&self) -> String {
         let parts: Vec<String> = self.ms_per_saga.iter().map(|(name, ms)| format!("{name} {ms:.3}")).collect();
         format!("{}, total {:.3}", parts.join(", "), self.total)
+    }
+
+    /// With threads: one `(process, "tokio-runtime-w 0.412, lapin-io-loop
+    /// 0.150")` per process, its threads from the busiest down. Threads and
+    /// processes that spent less than 0.0005 ms per saga (they round to 0.000)
+    /// are left out; the JSON has them all.
+    pub fn thread_texts(&self) -> Vec<(&str, String)> {
+        const SHOWN: f64 = 0.0005;
+        self.by_thread
+            .iter()
+            .filter_map(|(name, threads)| {
+                let mut threads: Vec<(&String, &f64)> = threads.iter().filter(|(_, ms)| **ms >= SHOWN).collect();
+                if threads.is_empty() {
+                    return None;
+                }
+                threads.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
+                let parts: Vec<String> = threads.iter().map(|(kind, ms)| format!("{kind} {ms:.3}")).collect();
+                Some((name.as_str(), parts.join(", ")))
+            })
+            .collect()
     }
 }
 
@@ -204,7 +307,75 @@ mod tests {
     }
 
     fn snapshot(processes: &[(i32, &str, u64)], own: u64) -> Snapshot {
-        Snapshot { processes: processes.iter().map(|(p, n, t)| (*p, ((*n).to_owned(), *t))).collect(), own }
+        Snapshot {
+            processes: processes.iter().map(|(p, n, t)| (*p, ((*n).to_owned(), *t))).collect(),
+            own,
+            threads: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn numbered_threads_of_a_pool_fold_into_one_name() {
+        assert_eq!(thread_kind("1_scheduler"), "#_scheduler");
+        assert_eq!(thread_kind("1_dirty_io_sche"), "#_dirty_io_s…");
+        assert_eq!(thread_kind("12_dirty_io_sch"), "#_dirty_io_s…", "cut the same as one digit");
+        assert_eq!(thread_kind("123_dirty_io_sc"), "#_dirty_io_s…");
+        assert_eq!(thread_kind("tokio-runtime-w"), "tokio-runtime-w");
+        assert_eq!(thread_kind("bio_lazy_free"), "bio_lazy_free");
+        assert_eq!(thread_kind("io_thd_10x2"), "io_thd_#x#");
+    }
+
+    #[test]
+    fn a_tally_splits_a_process_by_thread_and_shows_the_rest_as_other_threads() {
+        let set = ProcessSet::parse("order_service").expect("valid list").with_threads(true);
+        let threads = |entries: &[(i32, &str, u64)]| -> BTreeMap<(i32, i32), (String, String, u64)> {
+            entries
+                .iter()
+                .map(|(tid, comm, t)| ((10, *tid), ("order_service".to_owned(), thread_kind(comm), *t)))
+                .collect()
+        };
+        // Thread 13 ran only after the first reading; thread 14 (lapin's) ran throughout.
+        let before = Snapshot {
+            threads: threads(&[
+                (10, "order_service", 5),
+                (11, "tokio-runtime-w", 20),
+                (12, "tokio-runtime-w", 30),
+                (14, "lapin-io-loop", 40),
+            ]),
+            ..snapshot(&[(10, "order_service", 100)], 0)
+        };
+        let after = Snapshot {
+            threads: threads(&[
+                (10, "order_service", 5),
+                (11, "tokio-runtime-w", 50),
+                (12, "tokio-runtime-w", 50),
+                (13, "tokio-runtime-w", 7),
+                (14, "lapin-io-loop", 60),
+            ]),
+            ..snapshot(&[(10, "order_service", 177)], 0)
+        };
+        let mut tally = CpuTally::default();
+        tally.add(&set, &before, &after, 10);
+        let report = tally.report(100);
+        let split = &report.by_thread["order_service"];
+        // 77 ticks of 10 ms over 10 sagas: the workers 30 + 20, lapin 20, and 7 of a
+        // thread seen once.
+        assert_eq!(split["tokio-runtime-w"], 50.0);
+        assert_eq!(split["lapin-io-loop"], 20.0);
+        assert_eq!(split["order_service"], 0.0);
+        assert_eq!(split[OTHER_THREADS], 7.0);
+        assert_eq!(report.ms_per_saga["order_service"], 77.0);
+        let text = report.thread_texts();
+        assert_eq!(text[0].0, "order_service");
+        assert_eq!(
+            text[0].1, "tokio-runtime-w 50.000, lapin-io-loop 20.000, (other threads) 7.000",
+            "a thread that spent nothing is left out of the text"
+        );
+        assert_eq!(split.len(), 4, "but not out of the report: {split:?}");
+        let without = ProcessSet::parse("order_service").expect("valid list");
+        let mut tally = CpuTally::default();
+        tally.add(&without, &before, &after, 10);
+        assert!(tally.report(100).by_thread.is_empty(), "threads only when asked for");
     }
 
     #[test]
@@ -259,5 +430,48 @@ mod tests {
         };
         std::hint::black_box(x);
         assert!(after.own > before.own, "no CPU charged to this process in 20 s of spinning");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_snapshot_with_threads_sees_a_named_thread_of_this_process_spend_cpu() {
+        let set = ProcessSet::parse("no-such-process-here").expect("valid list").with_threads(true);
+        let spent = |snapshot: &Snapshot| -> Option<u64> {
+            snapshot
+                .threads
+                .values()
+                .find(|(process, kind, _)| process == SELF && kind == "cpu-test-spin#")
+                .map(|(_, _, ticks)| *ticks)
+        };
+        let (started, stop) = (
+            std::sync::Arc::new(std::sync::Barrier::new(2)),
+            std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        );
+        let spinner = {
+            let (started, stop) = (started.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("cpu-test-spin1".into())
+                .spawn(move || {
+                    started.wait();
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(1));
+                    }
+                    x
+                })
+                .expect("a thread starts")
+        };
+        started.wait();
+        let before = set.snapshot().expect("/proc is readable");
+        let first = spent(&before).expect("the spinning thread is listed under loadgen, its digits folded");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut last = first;
+        while last == first && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            last = spent(&set.snapshot().expect("/proc is readable")).unwrap_or(first);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = spinner.join();
+        assert!(last > first, "no CPU charged to the spinning thread in 20 s");
     }
 }

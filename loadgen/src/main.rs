@@ -105,6 +105,10 @@ struct Args {
     /// over the measured segments. Linux only.
     #[arg(long, value_name = "NAMES")]
     cpu_of: Option<String>,
+    /// With --cpu-of: also split each process's CPU per saga by thread name
+    /// (e.g. lapin's I/O thread against the tokio workers).
+    #[arg(long, requires = "cpu_of")]
+    cpu_threads: bool,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -200,7 +204,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             anyhow::ensure!(n >= rounds, "--sagas must be at least --rounds");
         }
     }
-    let processes = args.cpu_of.as_deref().map(ProcessSet::parse).transpose()?;
+    let processes =
+        args.cpu_of.as_deref().map(ProcessSet::parse).transpose()?.map(|set| set.with_threads(args.cpu_threads));
     if let Some(set) = &processes {
         set.snapshot().context("--cpu-of")?;
     }
@@ -499,6 +504,13 @@ mod tests {
             assert!(Args::try_parse_from(argv).is_err(), "--targets with {other:?}");
         }
         assert!(Args::try_parse_from(["loadgen", "--targets-scale", "0.5"]).is_err(), "a scale needs --targets");
+    }
+
+    #[test]
+    fn threads_are_split_only_for_the_processes_of_cpu_of() {
+        assert!(Args::try_parse_from(["loadgen", "--cpu-threads"]).is_err(), "--cpu-threads needs --cpu-of");
+        assert!(args(&["--cpu-of", "system", "--cpu-threads"]).cpu_threads);
+        assert!(!args(&["--cpu-of", "system"]).cpu_threads);
     }
 
     #[test]

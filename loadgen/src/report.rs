@@ -267,6 +267,9 @@ impl Report {
         // Rows of the summary table: after the rounds' table they would join it.
         for (label, cpu) in self.cpu_reports() {
             let _ = writeln!(md, "| {label}CPU per saga (ms) | {} |", cpu.to_text());
+            for (process, threads) in cpu.thread_texts() {
+                let _ = writeln!(md, "| {label}CPU per saga by thread (ms), {process} | {threads} |");
+            }
         }
         if !self.rounds.is_empty() {
             let _ = writeln!(md);
@@ -334,6 +337,9 @@ impl Report {
         }
         for (label, cpu) in self.cpu_reports() {
             let _ = writeln!(text, "{label}CPU per saga (ms): {}", cpu.to_text());
+            for (process, threads) in cpu.thread_texts() {
+                let _ = writeln!(text, "{label}CPU per saga by thread (ms), {process}: {threads}");
+            }
         }
         let _ = write!(
             text,
@@ -501,6 +507,7 @@ mod tests {
             ms_per_saga: [("loadgen".to_owned(), ms), ("redis-server".to_owned(), 0.25)].into_iter().collect(),
             total: ms + 0.25,
             sagas: 100,
+            by_thread: BTreeMap::new(),
         };
         let baseline = BaselineReport { cpu: Some(cpu(0.5)), ..BaselineReport::of(&run(100, 4, 1)) };
         let report = Report::new(description(), &result(), Some(baseline)).with_cpu(Some(cpu(0.125)));
@@ -522,9 +529,36 @@ mod tests {
         let cpu_row = md.find("| CPU per saga (ms) |");
         let rounds_table = md.find("| round |");
         assert!(cpu_row.is_some() && cpu_row < rounds_table, "{md}");
+        assert!(!md.contains("by thread"), "no thread rows unless threads were read: {md}");
+        assert!(json["cpu"].get("ms_per_saga_by_thread").is_none());
         let plain: serde_json::Value =
             serde_json::from_str(&Report::new(description(), &result(), None).to_json()).expect("valid JSON");
         assert!(plain.get("cpu").is_none());
+    }
+
+    #[test]
+    fn cpu_by_thread_appears_in_every_format_busiest_thread_first() {
+        let threads: BTreeMap<String, f64> =
+            [("lapin-io-loop".to_owned(), 0.1), ("tokio-runtime-w".to_owned(), 0.3)].into_iter().collect();
+        let cpu = CpuReport {
+            ms_per_saga: [("order_service".to_owned(), 0.4)].into_iter().collect(),
+            total: 0.4,
+            sagas: 100,
+            by_thread: [("order_service".to_owned(), threads)].into_iter().collect(),
+        };
+        let report = Report::new(description(), &result(), None).with_cpu(Some(cpu));
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+        assert_eq!(json["cpu"]["ms_per_saga_by_thread"]["order_service"]["lapin-io-loop"], 0.1);
+        let text = report.to_text();
+        assert!(
+            text.contains("\nCPU per saga by thread (ms), order_service: tokio-runtime-w 0.300, lapin-io-loop 0.100\n"),
+            "{text}"
+        );
+        let md = report.to_markdown();
+        assert!(
+            md.contains("| CPU per saga by thread (ms), order_service | tokio-runtime-w 0.300, lapin-io-loop 0.100 |"),
+            "{md}"
+        );
     }
 
     #[test]
