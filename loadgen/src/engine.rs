@@ -112,42 +112,39 @@ pub async fn run<R: SagaRunner>(plan: &Plan, runner: Arc<R>) -> RunResult {
         Mode::Closed { concurrency } => closed_loop(plan, concurrency.max(1), runner, &shared).await,
         Mode::Open { rate, max_in_flight } => open_loop(plan, rate, max_in_flight.max(1), runner, &shared).await,
     }
-    if let Some(progress) = progress {
-        progress.finish();
-    }
+    drop(progress);
     let recorder = shared.recorder.lock().map(|r| r.clone()).unwrap_or_default();
     let elapsed = recorder.last_completion().max(Duration::from_micros(1));
     RunResult { recorder, elapsed }
 }
 
+/// The clients run in a `JoinSet`, as the open loop's sagas do, so that a run
+/// dropped half-way (a signal) stops them instead of leaving them to run on.
 async fn closed_loop<R: SagaRunner>(plan: &Plan, concurrency: usize, runner: Arc<R>, shared: &Arc<Shared>) {
     let next = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (runner, shared, next, stop, mix, seed) =
-                (runner.clone(), shared.clone(), next.clone(), plan.stop, plan.mix.clone(), plan.seed);
-            tokio::spawn(async move {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let more = match stop {
-                        Stop::Sagas(n) => index < n,
-                        Stop::Duration(d) => shared.t0.elapsed() < d,
-                    };
-                    if !more {
-                        return;
-                    }
-                    shared.started();
-                    let began = Instant::now();
-                    let outcome = runner.run(index, mix.pick(seed, index)).await;
-                    shared.record(&outcome, began.elapsed());
-                    shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (runner, shared, next, stop, mix, seed) =
+            (runner.clone(), shared.clone(), next.clone(), plan.stop, plan.mix.clone(), plan.seed);
+        workers.spawn(async move {
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let more = match stop {
+                    Stop::Sagas(n) => index < n,
+                    Stop::Duration(d) => shared.t0.elapsed() < d,
+                };
+                if !more {
+                    return;
                 }
-            })
-        })
-        .collect();
-    for worker in workers {
-        let _ = worker.await;
+                shared.started();
+                let began = Instant::now();
+                let outcome = runner.run(index, mix.pick(seed, index)).await;
+                shared.record(&outcome, began.elapsed());
+                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
     }
+    while workers.join_next().await.is_some() {}
 }
 
 async fn open_loop<R: SagaRunner>(plan: &Plan, rate: f64, max_in_flight: usize, runner: Arc<R>, shared: &Arc<Shared>) {
@@ -226,10 +223,13 @@ impl Progress {
         });
         Self { task, bar }
     }
+}
 
-    fn finish(self) {
+/// Also when a run is dropped half-way (a signal), so no line follows the run.
+impl Drop for Progress {
+    fn drop(&mut self) {
         self.task.abort();
-        if let Some(bar) = self.bar {
+        if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }

@@ -15,6 +15,7 @@
 //!   verdict per target.
 //! - [`memory`]: the memory targets' readings and verdicts (the `memory_targets`
 //!   binary, which starts the services itself).
+//! - [`interrupt`]: the first SIGINT or SIGTERM, so both binaries clean up.
 //!
 //! The one decision to know: latency is CreateOrder→terminal as the client sees
 //! it, and in the open loop it starts at the scheduled start time, so a system
@@ -25,6 +26,7 @@ pub mod baseline;
 pub mod chart;
 pub mod cpu;
 pub mod engine;
+pub mod interrupt;
 pub mod memory;
 pub mod mix;
 pub mod report;

@@ -20,6 +20,7 @@ use loadgen::{
     chart,
     cpu::{self, CpuTally, ProcessSet},
     engine::{self, Plan, RunResult, SagaRunner},
+    interrupt,
     mix::Mix,
     report::{BaselineReport, Report, RoundReport, RunDescription},
     schedule::{Mode, Stop},
@@ -230,20 +231,39 @@ async fn main() -> anyhow::Result<ExitCode> {
         None
     };
     let processes = processes.as_ref();
-    let outcome = match (&system, protocol) {
-        (Some(system), Some(protocol)) => run_targets(&args, protocol, seed, system, baseline.as_ref(), processes)
-            .await
-            .map(|r| Output::Targets(Box::new(r))),
-        _ => {
-            measure(&args, seed, system.as_ref(), baseline.as_ref(), processes).await.map(|r| Output::One(Box::new(r)))
+    let work = async {
+        match (&system, protocol) {
+            (Some(system), Some(protocol)) => run_targets(&args, protocol, seed, system, baseline.as_ref(), processes)
+                .await
+                .map(|r| Output::Targets(Box::new(r))),
+            _ => measure(&args, seed, system.as_ref(), baseline.as_ref(), processes)
+                .await
+                .map(|r| Output::One(Box::new(r))),
         }
     };
+    // On a signal the run is dropped, which aborts its sagas; the baseline's
+    // namespace is deleted all the same, and no report is written.
+    let ended = tokio::select! {
+        outcome = work => Ended::Ran(outcome),
+        signal = interrupt::interrupted() => Ended::Interrupted(signal),
+    };
     if let Some(runner) = baseline {
-        let Ok(runner) = Arc::try_unwrap(runner) else { anyhow::bail!("the baseline is still in use") };
-        if let Err(error) = runner.cleanup().await {
-            eprintln!("loadgen: cleaning up the baseline's namespace: {error:#}");
+        let namespace = runner.namespace().to_owned();
+        match release(runner).await {
+            Ok(()) if matches!(ended, Ended::Interrupted(_)) => {
+                eprintln!("loadgen: the baseline's namespace {namespace} is deleted")
+            }
+            Ok(()) => {}
+            Err(error) => eprintln!("loadgen: cleaning up the baseline's namespace {namespace}: {error:#}"),
         }
     }
+    let outcome = match ended {
+        Ended::Ran(outcome) => outcome,
+        Ended::Interrupted(signal) => {
+            eprintln!("loadgen: interrupted by {}; no report", signal.name());
+            return Ok(ExitCode::from(signal.exit_status()));
+        }
+    };
     let write = |path: &Option<PathBuf>, text: String| match path {
         Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display())),
         None => Ok(()),
@@ -284,6 +304,29 @@ async fn connect(args: &Args, seed: u64) -> anyhow::Result<Arc<SystemRunner>> {
         key_prefix: format!("loadgen-{seed:x}-{}", std::process::id()),
     };
     Ok(Arc::new(SystemRunner::connect(&args.target, connections, settings).await?))
+}
+
+/// Stops the baseline and deletes its namespace, once the sagas of a run
+/// dropped by a signal have let go of it (their tasks are aborted, and end at
+/// their next await).
+async fn release(mut runner: Arc<Baseline>) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Arc::try_unwrap(runner) {
+            Ok(baseline) => return baseline.cleanup().await,
+            Err(shared) if std::time::Instant::now() < deadline => {
+                runner = shared;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => anyhow::bail!("the baseline is still in use after 10 s"),
+        }
+    }
+}
+
+/// How the run ended: it ran to its end (or failed), or a signal stopped it.
+enum Ended {
+    Ran(anyhow::Result<Output>),
+    Interrupted(interrupt::Interrupt),
 }
 
 /// What a run produced: one measurement, or the targets' phases and verdicts.

@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     // (`kill_on_drop`); the namespaces are deleted all the same.
     let result = tokio::select! {
         result = run.all(&args) => result,
-        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+        signal = loadgen::interrupt::interrupted() => Err(anyhow::anyhow!("interrupted by {}", signal.name())),
     };
     run.cleanup(args.keep).await;
     run.close().await;
@@ -140,21 +140,6 @@ async fn main() -> anyhow::Result<ExitCode> {
         std::fs::write(path, report.to_markdown()).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(if report.all_met { ExitCode::SUCCESS } else { ExitCode::from(2) })
-}
-
-/// The first SIGINT or SIGTERM.
-async fn interrupted() -> &'static str {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
 }
 
 /// What every phase needs: the binaries, the broker and Redis (for readings and

@@ -1,0 +1,104 @@
+//! `loadgen` stopped by a signal in the middle of a run: the baseline's
+//! namespace (its queues, dead-letter queues and exchanges, and keys) is deleted
+//! before it exits with the shell's status for the signal, where a default exit
+//! would leave it on the broker. The run needs only RabbitMQ and Redis.
+
+use std::{process::Stdio, time::Duration};
+
+use lapin::{
+    Connection, ConnectionProperties, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn url(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Which of the baseline's queues, dead-letter queues and exchanges exist now.
+async fn present(amqp: &Connection, namespace: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for base in ["baseline.commands", "baseline.replies"] {
+        for queue in [format!("{namespace}.{base}"), format!("{namespace}.{base}.dlq")] {
+            let channel = amqp.create_channel().await.expect("channel");
+            let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+            if channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await.is_ok() {
+                found.push(queue);
+            }
+        }
+        let exchange = format!("{namespace}.{base}.dlx");
+        let channel = amqp.create_channel().await.expect("channel");
+        let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
+        let declared =
+            channel.exchange_declare(exchange.as_str().into(), ExchangeKind::Fanout, passive, FieldTable::default());
+        if declared.await.is_ok() {
+            found.push(exchange);
+        }
+    }
+    found
+}
+
+async fn interrupt_mid_run(signal: &str, status: i32) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--baseline-only", "--concurrency", "4", "--duration", "300", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("loadgen starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let announced = async {
+        while let Some(line) = stderr.next_line().await.expect("stderr is readable") {
+            if let Some(namespace) = line.strip_prefix("loadgen: baseline in namespace ") {
+                return namespace.to_owned();
+            }
+        }
+        panic!("loadgen ended without naming its baseline's namespace");
+    };
+    let namespace = tokio::time::timeout(Duration::from_secs(60), announced).await.expect("the baseline starts");
+
+    let amqp =
+        Connection::connect(&url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"), ConnectionProperties::default())
+            .await
+            .expect("rabbitmq");
+    let client = redis::Client::open(url("REDIS_URL", "redis://127.0.0.1:6379")).expect("redis url");
+    let mut redis = redis::aio::ConnectionManager::new(client).await.expect("redis");
+    let pattern = format!("{}:*", chaos::admin::escape_glob(&namespace));
+    // Sagas are under way: the namespace has its queues, exchanges and keys.
+    test_support::eventually(Duration::from_secs(30), || {
+        let (amqp, mut redis, pattern, namespace) = (&amqp, redis.clone(), pattern.clone(), namespace.clone());
+        async move {
+            let keys = chaos::admin::scan_keys(&mut redis, &pattern).await?;
+            let objects = present(amqp, &namespace).await;
+            Ok((!keys.is_empty() && objects.len() == 6).then_some(()))
+        }
+    })
+    .await
+    .expect("the baseline's queues, exchanges and keys exist while it runs");
+
+    let pid = child.id().expect("loadgen is running").to_string();
+    let sent = std::process::Command::new("kill").args([signal, &pid]).status().expect("kill runs");
+    assert!(sent.success());
+    let exit = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("loadgen ends").expect("wait");
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = stderr.next_line().await {
+        rest.push(line);
+    }
+    assert_eq!(exit.code(), Some(status), "{signal}: exit status; stderr after the namespace line: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("is deleted")), "{rest:?}");
+
+    assert_eq!(present(&amqp, &namespace).await, Vec::<String>::new(), "{signal}: left on the broker");
+    let keys = chaos::admin::scan_keys(&mut redis, &pattern).await.expect("SCAN");
+    assert!(keys.is_empty(), "{signal}: {} keys left, e.g. {:?}", keys.len(), keys.first());
+}
+
+#[tokio::test]
+async fn sigint_in_the_middle_of_a_run_leaves_nothing_behind() {
+    interrupt_mid_run("-INT", 130).await;
+}
+
+#[tokio::test]
+async fn sigterm_in_the_middle_of_a_run_leaves_nothing_behind() {
+    interrupt_mid_run("-TERM", 143).await;
+}
