@@ -7,6 +7,10 @@
 //! instead of vanishing. A publish whose confirm never arrives is unknown; callers
 //! treat it as not sent and send again with the same `message_id`, which the
 //! receivers' idempotency makes safe.
+//!
+//! Once closed, a publisher stays closed: a publish that comes late (a handler
+//! still running after shutdown's drain) fails instead of opening a channel,
+//! which would reconnect and declare its queues again after they were deleted.
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,6 +30,8 @@ pub enum PublishError {
     Unroutable(String),
     #[error("no confirm from the broker within {0:?}")]
     ConfirmTimeout(Duration),
+    #[error("the publisher is closed")]
+    Closed,
 }
 
 /// A confirm-mode channel shared by all tasks of a process.
@@ -38,6 +44,8 @@ pub struct Publisher {
     channel: Arc<std::sync::Mutex<Option<Channel>>>,
     /// Held while a channel is (re)opened, so concurrent publishes open one.
     reopen: Arc<Mutex<()>>,
+    /// Set by [`Publisher::close`]; checked before a channel is opened.
+    closed: Arc<std::sync::atomic::AtomicBool>,
     /// Queues declared on every new channel before the first publish.
     declare: Arc<Vec<QueueSpec>>,
     confirm_timeout: Duration,
@@ -51,6 +59,7 @@ impl Publisher {
             broker,
             channel: Arc::new(std::sync::Mutex::new(None)),
             reopen: Arc::new(Mutex::new(())),
+            closed: Arc::default(),
             declare: Arc::new(declare),
             confirm_timeout: Duration::from_secs(10),
         }
@@ -80,6 +89,11 @@ impl Publisher {
         // Another publish may have opened one while this one waited.
         if let Some(channel) = self.connected() {
             return Ok(channel);
+        }
+        // Checked under the lock that close() takes too, so no channel opens
+        // after close() has returned.
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(PublishError::Closed);
         }
         let channel = self.broker.channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -119,9 +133,13 @@ impl Publisher {
         }
     }
 
-    /// Closes the channel (at shutdown, before the connection).
+    /// Closes the channel (at shutdown, before the connection), for good.
     pub async fn close(&self) {
-        let taken = self.slot().take();
+        let taken = {
+            let _reopening = self.reopen.lock().await;
+            self.closed.store(true, std::sync::atomic::Ordering::Release);
+            self.slot().take()
+        };
         if let Some(channel) = taken
             && channel.status().connected()
             && let Err(error) = channel.close(200, "shutdown".into()).await
