@@ -8,6 +8,15 @@
 //! On this 2-core machine throughput drifts by 20 % within minutes while CPU per
 //! saga of one build stays within a few per cent, so it is the figure that A/B
 //! comparisons in docs/performance.md rest on. Linux only (`/proc`).
+//!
+//! With `--cpu-threads` each process's figure is also split by thread name
+//! (`/proc/<pid>/task/<tid>/stat`), with the digits of a name folded to `#` so
+//! that a pool's threads (RabbitMQ's `1_scheduler`, `2_scheduler`) add up under
+//! one name. It tells how much of a process is lapin's I/O thread
+//! (`lapin-io-loop`) against its tokio workers. Only threads alive at both
+//! readings of a segment are split out; the rest of the process's figure,
+//! including what rounding each thread's ticks separately leaves, is shown as
+//! `(other threads)`.
 
 use std::collections::BTreeMap;
 
@@ -87,10 +96,10 @@ fn truncated(name: &str) -> &str {
 }
 
 /// A thread's name with every run of digits folded to `#`, so that the
-/// numbered threads of a pool add up under one name. A name of the kernel's full
-/// 15 bytes may have been cut, and by more where its number has more digits
-/// (`1_dirty_io_sche`, `10_dirty_io_sch`), so such a name is cut to what any
-/// number up to three digits leaves, and marked `…`.
+/// numbered threads of a pool add up under one name. The kernel cuts names at
+/// 15 bytes, the more of a name the more digits its number has (`1_dirty_io_sche`,
+/// `10_dirty_io_sch`), so a folded name longer than 12 bytes is cut to 12 and
+/// marked `…`: the same for any number of up to four digits.
 fn thread_kind(comm: &str) -> String {
     let mut kind = String::with_capacity(comm.len());
     let mut folded = false;
@@ -102,7 +111,7 @@ fn thread_kind(comm: &str) -> String {
             folded = true;
         }
     }
-    if folded && comm.len() >= COMM_LEN {
+    if folded && kind.len() > COMM_LEN - 3 {
         let mut end = COMM_LEN - 3;
         while !kind.is_char_boundary(end) {
             end -= 1;
@@ -113,7 +122,8 @@ fn thread_kind(comm: &str) -> String {
     kind
 }
 
-/// The name `(other threads)`: CPU of threads not alive at both readings.
+/// The name `(other threads)`: the rest of a process's figure, the threads not
+/// alive at both readings and what rounding each thread's ticks leaves.
 pub const OTHER_THREADS: &str = "(other threads)";
 
 /// CPU ticks by process at one moment.
@@ -132,7 +142,7 @@ fn read_snapshot(set: &ProcessSet) -> Result<Snapshot, CpuError> {
     use procfs::process::{Process, all_processes};
     let error = |e: procfs::ProcError| CpuError::Proc(e.to_string());
     let myself = Process::myself().map_err(error)?;
-    let own = myself.stat().map_err(error)?;
+    let own_pid = myself.stat().map_err(error)?.pid;
     let mut processes = BTreeMap::new();
     let mut threads = BTreeMap::new();
     // A thread can end between the listing and the read: it is skipped.
@@ -147,7 +157,7 @@ fn read_snapshot(set: &ProcessSet) -> Result<Snapshot, CpuError> {
         // A process can end between the listing and the read: it is skipped.
         let Ok(process) = process else { continue };
         let Ok(stat) = process.stat() else { continue };
-        if stat.pid == own.pid {
+        if stat.pid == own_pid {
             continue;
         }
         if let Some(name) = set.name_of(&stat.comm) {
@@ -157,6 +167,8 @@ fn read_snapshot(set: &ProcessSet) -> Result<Snapshot, CpuError> {
             }
         }
     }
+    // loadgen's own figure is read next to its threads, as each process's is.
+    let own = myself.stat().map_err(error)?;
     if set.threads {
         read_threads(&myself, SELF);
     }
@@ -320,6 +332,9 @@ mod tests {
         assert_eq!(thread_kind("1_dirty_io_sche"), "#_dirty_io_s…");
         assert_eq!(thread_kind("12_dirty_io_sch"), "#_dirty_io_s…", "cut the same as one digit");
         assert_eq!(thread_kind("123_dirty_io_sc"), "#_dirty_io_s…");
+        // A pool whose names cross 15 bytes at ten stays one pool.
+        assert_eq!(thread_kind("9_sched_thread"), thread_kind("10_sched_thread"));
+        assert_eq!(thread_kind("worker-nm-9"), "worker-nm-#", "12 bytes or fewer: not cut");
         assert_eq!(thread_kind("tokio-runtime-w"), "tokio-runtime-w");
         assert_eq!(thread_kind("bio_lazy_free"), "bio_lazy_free");
         assert_eq!(thread_kind("io_thd_10x2"), "io_thd_#x#");
@@ -440,7 +455,7 @@ mod tests {
             snapshot
                 .threads
                 .values()
-                .find(|(process, kind, _)| process == SELF && kind == "cpu-test-spin#")
+                .find(|(process, kind, _)| process == SELF && kind == "cpu-spin#")
                 .map(|(_, _, ticks)| *ticks)
         };
         let (started, stop) = (
@@ -450,7 +465,7 @@ mod tests {
         let spinner = {
             let (started, stop) = (started.clone(), stop.clone());
             std::thread::Builder::new()
-                .name("cpu-test-spin1".into())
+                .name("cpu-spin1".into())
                 .spawn(move || {
                     started.wait();
                     let mut x = 0u64;
