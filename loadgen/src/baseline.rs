@@ -82,26 +82,56 @@ pub struct Baseline {
     participant_publisher: Publisher,
 }
 
+/// The baseline's two queues; each has a dead-letter queue and exchange.
+const QUEUES: [&str; 2] = ["baseline.commands", "baseline.replies"];
+
+fn broker(settings: &BaselineSettings, namespace: &Namespace, role: &str) -> Broker {
+    Broker::new(BrokerSettings {
+        url: settings.amqp_url.clone(),
+        connection_name: format!("loadgen:{}:{role}", namespace.prefix()),
+        queue_type: messaging::topology::QueueType::Classic,
+        // A safety net only: queues left by a killed run delete themselves.
+        queue_expires: Some(Duration::from_secs(600)),
+    })
+}
+
+/// Deletes the namespace's queues, dead-letter queues and exchanges, and keys
+/// (deleting what does not exist is no error).
+async fn delete_namespace(broker: &Broker, redis: &mut ConnectionManager, namespace: &Namespace) -> anyhow::Result<()> {
+    let channel = broker.channel().await?;
+    for base in QUEUES {
+        QueueSpec::new(namespace.queue(base)).delete(&channel).await?;
+    }
+    let _ = channel.close(200, "done".into()).await;
+    service_kit::store::delete_prefix(redis, &format!("{}:", namespace.prefix())).await?;
+    Ok(())
+}
+
 impl Baseline {
+    /// A namespace of its own for one baseline: `loadgen-base-<random hex>`.
+    pub fn new_namespace() -> Namespace {
+        Namespace::new(format!("loadgen-base-{:016x}", rand::random::<u64>()))
+    }
+
+    /// Deletes what a baseline in `namespace` may have made, for a start that was
+    /// abandoned half-way (a signal, or an error after the first declaration).
+    pub async fn purge(settings: &BaselineSettings, namespace: &Namespace) -> anyhow::Result<()> {
+        let (_, mut redis) = service_kit::store::connect(&settings.redis_url, &CancellationToken::new()).await?;
+        let broker = broker(settings, namespace, "purge");
+        let deleted = delete_namespace(&broker, &mut redis, namespace).await;
+        broker.close().await;
+        deleted
+    }
+
     /// Declares the namespace's queues and starts the echo participant and the
     /// reply consumer; returns once both consume.
-    pub async fn start(settings: &BaselineSettings) -> anyhow::Result<Self> {
-        let namespace = Namespace::new(format!("loadgen-base-{:016x}", rand::random::<u64>()));
-        let commands = QueueSpec::new(namespace.queue("baseline.commands"));
-        let replies = QueueSpec::new(namespace.queue("baseline.replies"));
+    pub async fn start(settings: &BaselineSettings, namespace: Namespace) -> anyhow::Result<Self> {
+        let commands = QueueSpec::new(namespace.queue(QUEUES[0]));
+        let replies = QueueSpec::new(namespace.queue(QUEUES[1]));
         let shutdown = CancellationToken::new();
         let (_, redis) = service_kit::store::connect(&settings.redis_url, &shutdown).await?;
-        let broker = |role: &str| {
-            Broker::new(BrokerSettings {
-                url: settings.amqp_url.clone(),
-                connection_name: format!("loadgen:{}:{role}", namespace.prefix()),
-                queue_type: messaging::topology::QueueType::Classic,
-                // A safety net only: queues left by a killed run delete themselves.
-                queue_expires: Some(Duration::from_secs(600)),
-            })
-        };
-        let orchestrator_broker = broker("orchestrator");
-        let participant_broker = broker("participant");
+        let orchestrator_broker = broker(settings, &namespace, "orchestrator");
+        let participant_broker = broker(settings, &namespace, "participant");
         let publisher = Publisher::new(orchestrator_broker.clone(), vec![commands.clone(), replies.clone()]);
         publisher.ready().await?;
         let participant_publisher = Publisher::new(participant_broker.clone(), vec![replies.clone()]);
@@ -183,13 +213,9 @@ impl Baseline {
         self.publisher.close().await;
         self.participant_publisher.close().await;
         self.participant_broker.close().await;
-        let channel = self.orchestrator_broker.channel().await?;
-        self.commands.delete(&channel).await?;
-        self.replies.delete(&channel).await?;
-        let _ = channel.close(200, "done".into()).await;
+        let deleted = delete_namespace(&self.orchestrator_broker, &mut self.redis, &self.namespace).await;
         self.orchestrator_broker.close().await;
-        service_kit::store::delete_prefix(&mut self.redis, &format!("{}:", self.namespace.prefix())).await?;
-        Ok(())
+        deleted
     }
 }
 

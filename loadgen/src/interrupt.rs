@@ -27,20 +27,46 @@ impl Interrupt {
     }
 }
 
-/// Waits for the first SIGINT or SIGTERM (only SIGINT where SIGTERM cannot be
-/// listened for).
-pub async fn interrupted() -> Interrupt {
+/// SIGINT and SIGTERM, listened for from the moment this is made: from then on
+/// neither ends the process by itself, and one that arrives while nothing waits
+/// is kept for the next [`Interrupts::next`].
+pub struct Interrupts {
     #[cfg(unix)]
-    {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Interrupts {
+    pub fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            // Without either stream, next() falls back to tokio's Ctrl-C.
+            let streams = signal(SignalKind::interrupt()).and_then(|int| Ok((int, signal(SignalKind::terminate())?)));
+            Self { streams: streams.ok() }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
+    }
+
+    /// The next SIGINT or SIGTERM.
+    pub async fn next(&mut self) -> Interrupt {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.streams {
             return tokio::select! {
-                _ = tokio::signal::ctrl_c() => Interrupt::Sigint,
+                _ = int.recv() => Interrupt::Sigint,
                 _ = term.recv() => Interrupt::Sigterm,
             };
         }
+        let _ = tokio::signal::ctrl_c().await;
+        Interrupt::Sigint
     }
-    let _ = tokio::signal::ctrl_c().await;
-    Interrupt::Sigint
+}
+
+/// Waits for the first SIGINT or SIGTERM from now on.
+pub async fn interrupted() -> Interrupt {
+    Interrupts::listen().next().await
 }
 
 #[cfg(test)]

@@ -213,7 +213,17 @@ async fn main() -> anyhow::Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(rand::random);
     eprintln!("loadgen: seed {seed}, mix {}", args.mix);
 
-    let system = if args.baseline_only { None } else { Some(connect(&args, seed).await?) };
+    // From here a signal no longer ends loadgen by itself: what it started is
+    // cleaned up first.
+    let mut interrupts = interrupt::Interrupts::listen();
+    let system = if args.baseline_only {
+        None
+    } else {
+        tokio::select! {
+            system = connect(&args, seed) => Some(system?),
+            signal = interrupts.next() => return Ok(stopped(signal)),
+        }
+    };
 
     // The baseline starts (declaring its namespace) only once the system answered,
     // so a wrong --target leaves nothing behind.
@@ -224,9 +234,26 @@ async fn main() -> anyhow::Result<ExitCode> {
             prefetch: args.prefetch,
             saga_timeout: Duration::from_secs(args.saga_timeout_secs),
         };
-        let runner = Arc::new(Baseline::start(&settings).await.context("starting the baseline")?);
-        eprintln!("loadgen: baseline in namespace {}", runner.namespace());
-        Some(runner)
+        // A start abandoned half-way (a signal, or an error once something is
+        // declared) leaves what it made: it is purged by the namespace's name.
+        let namespace = Baseline::new_namespace();
+        let started = tokio::select! {
+            started = Baseline::start(&settings, namespace.clone()) => started.map_err(Abandoned::Failed),
+            signal = interrupts.next() => Err(Abandoned::Signal(signal)),
+        };
+        match started {
+            Ok(runner) => {
+                eprintln!("loadgen: baseline in namespace {}", runner.namespace());
+                Some(Arc::new(runner))
+            }
+            Err(abandoned) => {
+                bounded(Baseline::purge(&settings, &namespace), &mut interrupts, namespace.prefix()).await;
+                return match abandoned {
+                    Abandoned::Signal(signal) => Ok(stopped(signal)),
+                    Abandoned::Failed(error) => Err(error.context("starting the baseline")),
+                };
+            }
+        }
     } else {
         None
     };
@@ -245,24 +272,17 @@ async fn main() -> anyhow::Result<ExitCode> {
     // namespace is deleted all the same, and no report is written.
     let ended = tokio::select! {
         outcome = work => Ended::Ran(outcome),
-        signal = interrupt::interrupted() => Ended::Interrupted(signal),
+        signal = interrupts.next() => Ended::Interrupted(signal),
     };
     if let Some(runner) = baseline {
         let namespace = runner.namespace().to_owned();
-        match release(runner).await {
-            Ok(()) if matches!(ended, Ended::Interrupted(_)) => {
-                eprintln!("loadgen: the baseline's namespace {namespace} is deleted")
-            }
-            Ok(()) => {}
-            Err(error) => eprintln!("loadgen: cleaning up the baseline's namespace {namespace}: {error:#}"),
+        if bounded(release(runner), &mut interrupts, &namespace).await && matches!(ended, Ended::Interrupted(_)) {
+            eprintln!("loadgen: the baseline's namespace {namespace} is deleted");
         }
     }
     let outcome = match ended {
         Ended::Ran(outcome) => outcome,
-        Ended::Interrupted(signal) => {
-            eprintln!("loadgen: interrupted by {}; no report", signal.name());
-            return Ok(ExitCode::from(signal.exit_status()));
-        }
+        Ended::Interrupted(signal) => return Ok(stopped(signal)),
     };
     let write = |path: &Option<PathBuf>, text: String| match path {
         Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display())),
@@ -321,6 +341,44 @@ async fn release(mut runner: Arc<Baseline>) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("the baseline is still in use after 10 s"),
         }
     }
+}
+
+/// How long the baseline's clean-up may take before loadgen gives up on it.
+const CLEANUP_CAP: Duration = Duration::from_secs(30);
+
+/// Runs a clean-up of the baseline's namespace for at most [`CLEANUP_CAP`], and
+/// not past a further signal (a stuck broker is when one presses Ctrl-C twice);
+/// says what may be left when it does not finish. True once it is done.
+async fn bounded(
+    cleanup: impl Future<Output = anyhow::Result<()>>,
+    interrupts: &mut interrupt::Interrupts,
+    namespace: &str,
+) -> bool {
+    let failure = tokio::select! {
+        done = cleanup => match done {
+            Ok(()) => return true,
+            Err(error) => format!("{error:#}"),
+        },
+        _ = tokio::time::sleep(CLEANUP_CAP) => format!("not done within {} s", CLEANUP_CAP.as_secs()),
+        signal = interrupts.next() => format!("stopped by a second {}", signal.name()),
+    };
+    eprintln!(
+        "loadgen: the baseline's namespace {namespace} may be left ({failure}); delete its queues and exchanges \
+         {namespace}.* and its keys {namespace}:* by hand"
+    );
+    false
+}
+
+/// The exit status of a run a signal stopped, which writes no report.
+fn stopped(signal: interrupt::Interrupt) -> ExitCode {
+    eprintln!("loadgen: interrupted by {}; no report", signal.name());
+    ExitCode::from(signal.exit_status())
+}
+
+/// Why the baseline's start was abandoned.
+enum Abandoned {
+    Signal(interrupt::Interrupt),
+    Failed(anyhow::Error),
 }
 
 /// How the run ended: it ran to its end (or failed), or a signal stopped it.

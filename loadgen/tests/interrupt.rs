@@ -39,6 +39,26 @@ async fn present(amqp: &Connection, namespace: &str) -> Vec<String> {
     found
 }
 
+/// SIGTERMs loadgen and waits for it to end if the test stops first (a failed
+/// assertion), so that loadgen still deletes its namespace; the SIGKILL of
+/// `kill_on_drop` would leave it.
+struct TerminateOnDrop(Option<u32>);
+
+impl Drop for TerminateOnDrop {
+    fn drop(&mut self) {
+        let Some(pid) = self.0 else { return };
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        // Ended once /proc says zombie (state Z) or has no such process.
+        for _ in 0..300 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z')) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 async fn interrupt_mid_run(signal: &str, status: i32) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(["--baseline-only", "--concurrency", "4", "--duration", "300", "--quiet"])
@@ -47,6 +67,7 @@ async fn interrupt_mid_run(signal: &str, status: i32) {
         .kill_on_drop(true)
         .spawn()
         .expect("loadgen starts");
+    let mut guard = TerminateOnDrop(child.id());
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let announced = async {
         while let Some(line) = stderr.next_line().await.expect("stderr is readable") {
@@ -80,6 +101,7 @@ async fn interrupt_mid_run(signal: &str, status: i32) {
     let pid = child.id().expect("loadgen is running").to_string();
     let sent = std::process::Command::new("kill").args([signal, &pid]).status().expect("kill runs");
     assert!(sent.success());
+    guard.0 = None;
     let exit = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("loadgen ends").expect("wait");
     let mut rest = Vec::new();
     while let Ok(Some(line)) = stderr.next_line().await {
