@@ -5,38 +5,13 @@
 
 use std::{process::Stdio, time::Duration};
 
-use lapin::{
-    Connection, ConnectionProperties, ExchangeKind,
-    options::{ExchangeDeclareOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::{Connection, ConnectionProperties};
+use test_support::existing_topology;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-fn url(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-/// Which of the baseline's queues, dead-letter queues and exchanges exist now.
-async fn present(amqp: &Connection, namespace: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for base in ["baseline.commands", "baseline.replies"] {
-        for queue in [format!("{namespace}.{base}"), format!("{namespace}.{base}.dlq")] {
-            let channel = amqp.create_channel().await.expect("channel");
-            let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-            if channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await.is_ok() {
-                found.push(queue);
-            }
-        }
-        let exchange = format!("{namespace}.{base}.dlx");
-        let channel = amqp.create_channel().await.expect("channel");
-        let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
-        let declared =
-            channel.exchange_declare(exchange.as_str().into(), ExchangeKind::Fanout, passive, FieldTable::default());
-        if declared.await.is_ok() {
-            found.push(exchange);
-        }
-    }
-    found
+/// The baseline's queues; each has a dead-letter queue and exchange.
+fn queues(namespace: &str) -> Vec<String> {
+    ["baseline.commands", "baseline.replies"].iter().map(|base| format!("{namespace}.{base}")).collect()
 }
 
 /// SIGTERMs loadgen and waits for it to end if the test stops first (a failed
@@ -79,11 +54,8 @@ async fn interrupt_mid_run(signal: &str, status: i32) {
     };
     let namespace = tokio::time::timeout(Duration::from_secs(60), announced).await.expect("the baseline starts");
 
-    let amqp =
-        Connection::connect(&url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"), ConnectionProperties::default())
-            .await
-            .expect("rabbitmq");
-    let client = redis::Client::open(url("REDIS_URL", "redis://127.0.0.1:6379")).expect("redis url");
+    let amqp = Connection::connect(&test_support::amqp_url(), ConnectionProperties::default()).await.expect("rabbitmq");
+    let client = redis::Client::open(test_support::redis_url()).expect("redis url");
     let mut redis = redis::aio::ConnectionManager::new(client).await.expect("redis");
     let pattern = format!("{}:*", chaos::admin::escape_glob(&namespace));
     // Sagas are under way: the namespace has its queues, exchanges and keys.
@@ -91,7 +63,7 @@ async fn interrupt_mid_run(signal: &str, status: i32) {
         let (amqp, mut redis, pattern, namespace) = (&amqp, redis.clone(), pattern.clone(), namespace.clone());
         async move {
             let keys = chaos::admin::scan_keys(&mut redis, &pattern).await?;
-            let objects = present(amqp, &namespace).await;
+            let objects = existing_topology(amqp, &queues(&namespace)).await?;
             Ok((!keys.is_empty() && objects.len() == 6).then_some(()))
         }
     })
@@ -110,7 +82,8 @@ async fn interrupt_mid_run(signal: &str, status: i32) {
     assert_eq!(exit.code(), Some(status), "{signal}: exit status; stderr after the namespace line: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("is deleted")), "{rest:?}");
 
-    assert_eq!(present(&amqp, &namespace).await, Vec::<String>::new(), "{signal}: left on the broker");
+    let left = existing_topology(&amqp, &queues(&namespace)).await.expect("the broker answers");
+    assert_eq!(left, Vec::<String>::new(), "{signal}: left on the broker");
     let keys = chaos::admin::scan_keys(&mut redis, &pattern).await.expect("SCAN");
     assert!(keys.is_empty(), "{signal}: {} keys left, e.g. {:?}", keys.len(), keys.first());
 }

@@ -9,16 +9,8 @@
 
 use std::{path::Path, time::Duration};
 
-use lapin::{
-    Connection, ConnectionProperties, ExchangeKind,
-    options::{ExchangeDeclareOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
-
-fn url(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -121,12 +113,9 @@ async fn each_phase_measures_what_it_should_and_leaves_nothing_behind() {
     namespaces.sort();
     namespaces.dedup();
     assert_eq!(namespaces.len(), 3, "inflight, finished and stored: {namespaces:?}");
-    let client = redis::Client::open(url("REDIS_URL", "redis://127.0.0.1:6379")).expect("redis url");
+    let client = redis::Client::open(test_support::redis_url()).expect("redis url");
     let mut redis = redis::aio::ConnectionManager::new(client).await.expect("redis");
-    let amqp =
-        Connection::connect(&url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"), ConnectionProperties::default())
-            .await
-            .expect("rabbitmq");
+    let amqp = Connection::connect(&test_support::amqp_url(), ConnectionProperties::default()).await.expect("rabbitmq");
     let bases = [
         "order_service.replies",
         "consumer_service.commands",
@@ -141,21 +130,9 @@ async fn each_phase_measures_what_it_should_and_leaves_nothing_behind() {
             .await
             .expect("SCAN");
         assert!(keys.is_empty(), "{namespace} left keys: {:?}", &keys[..keys.len().min(5)]);
-        for base in bases {
-            for queue in [format!("{namespace}.{base}"), format!("{namespace}.{base}.dlq")] {
-                let channel = amqp.create_channel().await.expect("channel");
-                let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-                let declared = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await;
-                assert!(declared.is_err(), "queue {queue} is left");
-            }
-            let exchange = format!("{namespace}.{base}.dlx");
-            let channel = amqp.create_channel().await.expect("channel");
-            let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
-            let declared = channel
-                .exchange_declare(exchange.as_str().into(), ExchangeKind::Fanout, passive, FieldTable::default())
-                .await;
-            assert!(declared.is_err(), "exchange {exchange} is left");
-        }
+        let queues: Vec<String> = bases.iter().map(|base| format!("{namespace}.{base}")).collect();
+        let left = test_support::existing_topology(&amqp, &queues).await.expect("the broker answers");
+        assert!(left.is_empty(), "{namespace} left queues or exchanges: {left:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

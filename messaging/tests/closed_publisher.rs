@@ -3,17 +3,8 @@
 //! `PublishError::Closed`, and does not open a channel, which would declare the
 //! publisher's queues again after a clean-up had deleted them.
 
-use lapin::options::QueueDeclareOptions;
 use messaging::{Broker, Envelope, OutgoingMessage, PublishError, Publisher, QueueSpec};
-use test_support::TestEnv;
-
-/// Whether `queue` exists, asked on a channel of its own (a passive declare of a
-/// missing queue closes the channel it was asked on).
-async fn exists(broker: &Broker, queue: &str) -> anyhow::Result<bool> {
-    let channel = broker.channel().await?;
-    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-    Ok(channel.queue_declare(queue.into(), passive, Default::default()).await.is_ok())
-}
+use test_support::{TestEnv, existing_topology};
 
 #[tokio::test]
 async fn a_publish_after_close_fails_and_declares_nothing() -> anyhow::Result<()> {
@@ -23,7 +14,9 @@ async fn a_publish_after_close_fails_and_declares_nothing() -> anyhow::Result<()
     let broker = Broker::new(env.broker.settings().clone());
     let publisher = Publisher::new(broker.clone(), vec![queue.clone()]);
     publisher.ready().await?;
-    assert!(exists(&env.broker, &queue.name).await?, "ready() declares the publisher's queues");
+    let amqp = env.broker.connection().await?;
+    let declared = existing_topology(&amqp, std::slice::from_ref(&queue.name)).await?;
+    assert!(declared.contains(&queue.name), "ready() declares the publisher's queues: {declared:?}");
 
     publisher.close().await;
     queue.delete(&env.broker.channel().await?).await?;
@@ -34,7 +27,8 @@ async fn a_publish_after_close_fails_and_declares_nothing() -> anyhow::Result<()
     };
     let late = publisher.publish(&message).await;
     assert!(matches!(late, Err(PublishError::Closed)), "a publish after close(): {late:?}");
-    assert!(!exists(&env.broker, &queue.name).await?, "the deleted queue was declared again");
+    let declared = existing_topology(&amqp, std::slice::from_ref(&queue.name)).await?;
+    assert!(!declared.contains(&queue.name), "the deleted queue was declared again: {declared:?}");
 
     broker.close().await;
     env.cleanup().await;

@@ -52,6 +52,36 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// Which of `queues`, their dead-letter queues and their dead-letter exchanges
+/// exist on the broker: what a clean-up must leave empty. Each is asked on a
+/// channel of its own, since a passive declare of a missing one closes the
+/// channel it was asked on.
+pub async fn existing_topology(amqp: &lapin::Connection, queues: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut found = Vec::new();
+    for spec in queues.iter().map(QueueSpec::new) {
+        for queue in [spec.name.clone(), spec.dead_letter_queue()] {
+            let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+            let channel = amqp.create_channel().await?;
+            if channel.queue_declare(queue.as_str().into(), passive, Default::default()).await.is_ok() {
+                found.push(queue);
+            }
+        }
+        let exchange = spec.dead_letter_exchange();
+        let passive = lapin::options::ExchangeDeclareOptions { passive: true, ..Default::default() };
+        let channel = amqp.create_channel().await?;
+        let declared = channel.exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            passive,
+            Default::default(),
+        );
+        if declared.await.is_ok() {
+            found.push(exchange);
+        }
+    }
+    Ok(found)
+}
+
 /// An isolated namespace on the real broker and Redis.
 pub struct TestEnv {
     pub namespace: Namespace,
