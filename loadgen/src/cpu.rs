@@ -142,7 +142,7 @@ fn read_snapshot(set: &ProcessSet) -> Result<Snapshot, CpuError> {
     use procfs::process::{Process, all_processes};
     let error = |e: procfs::ProcError| CpuError::Proc(e.to_string());
     let myself = Process::myself().map_err(error)?;
-    let own_pid = myself.stat().map_err(error)?.pid;
+    let own_pid = myself.pid;
     let mut processes = BTreeMap::new();
     let mut threads = BTreeMap::new();
     // A thread can end between the listing and the read: it is skipped.

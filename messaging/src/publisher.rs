@@ -42,10 +42,9 @@ pub struct Publisher {
     /// await: every publish takes it, and an async mutex would hand it from task to
     /// task with a wake-up each when many transitions publish at once.
     channel: Arc<std::sync::Mutex<Option<Channel>>>,
-    /// Held while a channel is (re)opened, so concurrent publishes open one.
-    reopen: Arc<Mutex<()>>,
-    /// Set by [`Publisher::close`]; checked before a channel is opened.
-    closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Held while a channel is (re)opened, so concurrent publishes open one;
+    /// it holds whether [`Publisher::close`] has run, which no channel outlives.
+    reopen: Arc<Mutex<bool>>,
     /// Queues declared on every new channel before the first publish.
     declare: Arc<Vec<QueueSpec>>,
     confirm_timeout: Duration,
@@ -58,8 +57,7 @@ impl Publisher {
         Self {
             broker,
             channel: Arc::new(std::sync::Mutex::new(None)),
-            reopen: Arc::new(Mutex::new(())),
-            closed: Arc::default(),
+            reopen: Arc::new(Mutex::new(false)),
             declare: Arc::new(declare),
             confirm_timeout: Duration::from_secs(10),
         }
@@ -85,14 +83,13 @@ impl Publisher {
         if let Some(channel) = self.connected() {
             return Ok(channel);
         }
-        let _reopening = self.reopen.lock().await;
+        // Held until the new channel is in its slot; it guards the closed flag.
+        let closed = self.reopen.lock().await;
         // Another publish may have opened one while this one waited.
         if let Some(channel) = self.connected() {
             return Ok(channel);
         }
-        // Checked under the lock that close() takes too, so no channel opens
-        // after close() has returned.
-        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+        if *closed {
             return Err(PublishError::Closed);
         }
         let channel = self.broker.channel().await?;
@@ -136,8 +133,7 @@ impl Publisher {
     /// Closes the channel (at shutdown, before the connection), for good.
     pub async fn close(&self) {
         let taken = {
-            let _reopening = self.reopen.lock().await;
-            self.closed.store(true, std::sync::atomic::Ordering::Release);
+            *self.reopen.lock().await = true;
             self.slot().take()
         };
         if let Some(channel) = taken
