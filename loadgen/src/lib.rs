@@ -13,6 +13,8 @@
 //! - [`cpu`]: CPU per saga of named processes and of loadgen (`--cpu-of`).
 //! - [`targets`]: the targets measured in one run (`--targets`), with a
 //!   verdict per target.
+//! - [`curve`]: the open loop's latency against load for both sides, and the
+//!   highest share of its maximum each sustains within a p99 objective (`--curve`).
 //! - [`memory`]: the memory targets' readings and verdicts (the `memory_targets`
 //!   binary, which starts the services itself).
 //! - [`interrupt`]: the first SIGINT or SIGTERM, so both binaries clean up.
@@ -25,6 +27,7 @@
 pub mod baseline;
 pub mod chart;
 pub mod cpu;
+pub mod curve;
 pub mod engine;
 pub mod interrupt;
 pub mod memory;

@@ -1,7 +1,8 @@
 //! The `loadgen` binary: flags to a plan, the optional baseline run, the run
 //! against the system, and the reports (stdout, `--json`, `--markdown`, `--svg`);
 //! or, with `--targets`, the performance targets' whole protocol and a verdict
-//! per target (exit status 2 when one is not met).
+//! per target (exit status 2 when one is not met); or, with `--curve`, the open
+//! loop's latency at shares of each side's maximum.
 //!
 //! The system must already be running (e.g. `scripts/run-local.sh --release`);
 //! the baseline needs only RabbitMQ and Redis.
@@ -19,6 +20,7 @@ use loadgen::{
     baseline::{Baseline, BaselineSettings},
     chart,
     cpu::{self, CpuTally, ProcessSet},
+    curve::{self, CurvePoint, CurveProtocol, CurveReport, CurveSide},
     engine::{self, Plan, RunResult, SagaRunner},
     interrupt,
     mix::Mix,
@@ -139,6 +141,29 @@ struct Args {
     /// above 1 for a longer one.
     #[arg(long, requires = "targets", default_value_t = 1.0, value_name = "F")]
     targets_scale: f64,
+    /// Measure the open loop's latency against load for the system and the
+    /// baseline: 2000 warm-up sagas; 64 in flight against the baseline in 5
+    /// rounds, which sets each side's maximum; then, for each of --curve-shares,
+    /// the open loop for 20 s at that share of the baseline's maximum and of the
+    /// system's. Prints the highest share each side sustains with its p99 within
+    /// --slo-p99-ms and no failure (at that share and every smaller one).
+    #[arg(long, conflicts_with_all = [
+        "concurrency", "rate", "max_in_flight", "sagas", "duration", "mix", "poll",
+        "poll_interval_ms", "connections", "idempotency_keys", "warmup",
+        "baseline", "baseline_only", "rounds", "svg", "targets",
+    ])]
+    curve: bool,
+    /// With --curve: the open loop's rates, as comma-separated shares (0, 1] of
+    /// each side's closed-loop maximum.
+    #[arg(long, requires = "curve", value_delimiter = ',', default_values_t = curve::DEFAULT_SHARES, value_name = "SHARES")]
+    curve_shares: Vec<f64>,
+    /// With --curve: the p99 objective in milliseconds that each point is read against.
+    #[arg(long, requires = "curve", default_value_t = 25.0, value_name = "MS")]
+    slo_p99_ms: f64,
+    /// With --curve: multiply its saga counts and the seconds per point by this
+    /// (0 < F <= 10).
+    #[arg(long, requires = "curve", default_value_t = 1.0, value_name = "F")]
+    curve_scale: f64,
 }
 
 impl Args {
@@ -198,6 +223,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
     // Checked before anything connects; `run_targets` runs this protocol.
     let protocol = args.targets.then(|| Protocol::scaled(args.targets_scale)).transpose()?;
+    let curve_protocol =
+        args.curve.then(|| CurveProtocol::new(args.curve_scale, &args.curve_shares, args.slo_p99_ms)).transpose()?;
     let rounds = args.rounds;
     if rounds > 1 {
         anyhow::ensure!(args.baseline && !args.baseline_only, "--rounds compares with the baseline: add --baseline");
@@ -227,7 +254,7 @@ async fn main() -> anyhow::Result<ExitCode> {
 
     // The baseline starts (declaring its namespace) only once the system answered,
     // so a wrong --target leaves nothing behind.
-    let baseline = if args.baseline || args.baseline_only || args.targets {
+    let baseline = if args.baseline || args.baseline_only || args.targets || args.curve {
         let settings = BaselineSettings {
             amqp_url: args.amqp_url.clone(),
             redis_url: args.redis_url.clone(),
@@ -259,10 +286,15 @@ async fn main() -> anyhow::Result<ExitCode> {
     };
     let processes = processes.as_ref();
     let work = async {
-        match (&system, protocol) {
-            (Some(system), Some(protocol)) => run_targets(&args, protocol, seed, system, baseline.as_ref(), processes)
+        match (&system, protocol, curve_protocol) {
+            (Some(system), Some(protocol), _) => {
+                run_targets(&args, protocol, seed, system, baseline.as_ref(), processes)
+                    .await
+                    .map(|r| Output::Targets(Box::new(r)))
+            }
+            (Some(system), None, Some(curve)) => run_curve(&args, curve, seed, system, baseline.as_ref(), processes)
                 .await
-                .map(|r| Output::Targets(Box::new(r))),
+                .map(|r| Output::Curve(Box::new(r))),
             _ => measure(&args, seed, system.as_ref(), baseline.as_ref(), processes)
                 .await
                 .map(|r| Output::One(Box::new(r))),
@@ -304,6 +336,11 @@ async fn main() -> anyhow::Result<ExitCode> {
             if !report.all_met {
                 return Ok(ExitCode::from(2));
             }
+        }
+        Output::Curve(report) => {
+            println!("{}", report.to_text());
+            write(&args.json, report.to_json())?;
+            write(&args.markdown, report.to_markdown())?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -387,10 +424,12 @@ enum Ended {
     Interrupted(interrupt::Interrupt),
 }
 
-/// What a run produced: one measurement, or the targets' phases and verdicts.
+/// What a run produced: one measurement, the targets' phases and verdicts, or
+/// a latency curve.
 enum Output {
     One(Box<Report>),
     Targets(Box<TargetsReport>),
+    Curve(Box<CurveReport>),
 }
 
 /// One measurement as the flags describe it: the baseline's and the system's
@@ -475,30 +514,8 @@ async fn run_targets(
     baseline: Option<&Arc<Baseline>>,
     processes: Option<&ProcessSet>,
 ) -> anyhow::Result<TargetsReport> {
-    let warmup = Plan {
-        mode: Mode::Closed { concurrency: p.closed_concurrency },
-        stop: Stop::Sagas(p.warmup_sagas),
-        ..args.plan("warm-up", seed.wrapping_add(1))
-    };
-    let warmed = engine::run(&warmup, system.clone()).await;
-    let recorder = &warmed.recorder;
-    anyhow::ensure!(
-        recorder.completed_count() == recorder.started_count() && recorder.unexpected_count() == 0,
-        "the warm-up's sagas did not all end as expected (final states {:?}, errors {:?}): is every service running?",
-        recorder.final_states(),
-        recorder.errors()
-    );
-
-    let closed_args = Args {
-        concurrency: p.closed_concurrency,
-        rate: None,
-        sagas: Some(p.closed_sagas),
-        duration: None,
-        warmup: p.closed_warmup,
-        rounds: p.rounds,
-        baseline: true,
-        ..args.clone()
-    };
+    warm_up(args, seed, system, p.closed_concurrency, p.warmup_sagas).await?;
+    let closed_args = closed_loop_args(args, p.closed_concurrency, p.closed_sagas, p.closed_warmup, p.rounds);
     let closed = measure(&closed_args, seed, Some(system), baseline, processes).await?;
     println!("{}", closed.to_text());
 
@@ -526,6 +543,103 @@ async fn run_targets(
         None
     };
     Ok(TargetsReport::new(p, closed, one, open))
+}
+
+/// The system's warm-up before a protocol: `sagas` at `concurrency`, not
+/// measured. A warm-up whose sagas do not all end as expected stops the run: a
+/// broken system is not measured.
+async fn warm_up(
+    args: &Args,
+    seed: u64,
+    system: &Arc<SystemRunner>,
+    concurrency: usize,
+    sagas: u64,
+) -> anyhow::Result<()> {
+    let warmup = Plan {
+        mode: Mode::Closed { concurrency },
+        stop: Stop::Sagas(sagas),
+        ..args.plan("warm-up", seed.wrapping_add(1))
+    };
+    let warmed = engine::run(&warmup, system.clone()).await;
+    let recorder = &warmed.recorder;
+    anyhow::ensure!(
+        recorder.completed_count() == recorder.started_count() && recorder.unexpected_count() == 0,
+        "the warm-up's sagas did not all end as expected (final states {:?}, errors {:?}): is every service running?",
+        recorder.final_states(),
+        recorder.errors()
+    );
+    Ok(())
+}
+
+/// A protocol's closed loop: `sagas` at `concurrency` against the baseline in `rounds`.
+fn closed_loop_args(args: &Args, concurrency: usize, sagas: u64, warmup: u64, rounds: u64) -> Args {
+    Args { concurrency, rate: None, sagas: Some(sagas), duration: None, warmup, rounds, baseline: true, ..args.clone() }
+}
+
+/// `--curve`: the closed loop sets each side's maximum, then each share of it is
+/// run as an open loop, the baseline's point first and the system's next, so a
+/// drift of the machine's speed falls on both sides of a share alike. The
+/// system's open loops share their own connections, as many as a `--rate` run
+/// would open.
+async fn run_curve(
+    args: &Args,
+    p: CurveProtocol,
+    seed: u64,
+    system: &Arc<SystemRunner>,
+    baseline: Option<&Arc<Baseline>>,
+    processes: Option<&ProcessSet>,
+) -> anyhow::Result<CurveReport> {
+    let baseline = baseline.context("--curve runs the baseline")?;
+    warm_up(args, seed, system, p.closed_concurrency, p.warmup_sagas).await?;
+    let closed_args = closed_loop_args(args, p.closed_concurrency, p.closed_sagas, p.closed_warmup, p.rounds);
+    let closed = measure(&closed_args, seed, Some(system), Some(baseline), processes).await?;
+    println!("{}", closed.to_text());
+    let maximum = [closed.baseline_sagas_per_sec.unwrap_or_default(), closed.sagas_per_sec];
+
+    let open_system = connect(&Args { rate: Some(1.0), ..args.clone() }, seed).await?;
+    let mut points: [Vec<CurvePoint>; 2] = Default::default();
+    for (i, &share) in p.shares.iter().enumerate() {
+        for (side, name) in ["baseline", "system"].into_iter().enumerate() {
+            let rate = (share * maximum[side]).round();
+            if rate < 1.0 {
+                eprintln!("loadgen: {name}: {:.0} % of {:.1}/s is under 1/s; not run", share * 100.0, maximum[side]);
+                continue;
+            }
+            let point_args = Args {
+                rate: Some(rate),
+                sagas: None,
+                duration: Some(p.point_secs),
+                warmup: p.point_warmup,
+                rounds: 1,
+                baseline: false,
+                baseline_only: side == 0,
+                ..args.clone()
+            };
+            let point_seed = seed.wrapping_add(40 + i as u64);
+            let report = if side == 0 {
+                measure(&point_args, point_seed, None, Some(baseline), processes).await?
+            } else {
+                measure(&point_args, point_seed, Some(&open_system), None, processes).await?
+            };
+            let point = CurvePoint::of(share, &report, p.slo_p99_ms);
+            println!(
+                "curve: {name} at {:.0} % ({rate:.0}/s): {:.1} sagas/s, p50 {:.1} ms, p99 {:.1} ms, failures {}",
+                share * 100.0,
+                point.sagas_per_sec,
+                point.latency_ms.p50,
+                point.latency_ms.p99,
+                point.failures
+            );
+            points[side].push(point);
+        }
+    }
+    let [baseline_points, system_points] = points;
+    Ok(CurveReport {
+        system: CurveSide::new(maximum[1], system_points),
+        baseline: CurveSide::new(maximum[0], baseline_points),
+        protocol: p,
+        closed_loop: closed,
+    })
 }
 
 /// One measured segment: round `round` of `--rounds`, after the warm-up (if
@@ -612,6 +726,26 @@ mod tests {
         assert!(Args::try_parse_from(["loadgen", "--cpu-threads"]).is_err(), "--cpu-threads needs --cpu-of");
         assert!(args(&["--cpu-of", "system", "--cpu-threads"]).cpu_threads);
         assert!(!args(&["--cpu-of", "system"]).cpu_threads);
+    }
+
+    #[test]
+    fn a_curve_sets_its_own_load_and_takes_shares_an_objective_and_a_scale() {
+        let a = args(&["--curve"]);
+        assert!(a.curve);
+        assert_eq!(a.curve_shares, curve::DEFAULT_SHARES);
+        assert_eq!((a.slo_p99_ms, a.curve_scale), (25.0, 1.0));
+        let b = args(&["--curve", "--curve-shares", "0.05,0.25", "--slo-p99-ms", "50", "--curve-scale", "0.1"]);
+        assert_eq!((b.curve_shares, b.slo_p99_ms, b.curve_scale), (vec![0.05, 0.25], 50.0, 0.1));
+        for other in [&["--rate", "10"][..], &["--targets"], &["--baseline"], &["--sagas", "5"]] {
+            let mut argv = vec!["loadgen", "--curve"];
+            argv.extend_from_slice(other);
+            assert!(Args::try_parse_from(argv).is_err(), "--curve with {other:?}");
+        }
+        for alone in [&["--curve-shares", "0.1"][..], &["--slo-p99-ms", "10"], &["--curve-scale", "2"]] {
+            let mut argv = vec!["loadgen"];
+            argv.extend_from_slice(alone);
+            assert!(Args::try_parse_from(argv).is_err(), "{alone:?} needs --curve");
+        }
     }
 
     #[test]

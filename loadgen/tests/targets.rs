@@ -3,7 +3,9 @@
 //! the verdicts and the reports are checked as a user would read them (the
 //! figures themselves mean nothing at this size).
 
-use std::{collections::BTreeMap, process::Command};
+mod common;
+
+use std::collections::BTreeMap;
 
 use system_tests::System;
 
@@ -11,43 +13,14 @@ use system_tests::System;
 async fn targets_run_every_phase_report_each_verdict_and_leave_no_baseline_behind() {
     let system = System::start("loadgen-targets", &[], |_| {}).await;
     let addr = system.order.as_ref().expect("order_service runs").addr();
-    let json_path = std::env::temp_dir().join(format!("loadgen-targets-{}.json", uuid::Uuid::new_v4()));
-    let md_path = json_path.with_extension("md");
-    let args: Vec<String> = [
-        "--target",
-        &format!("http://{addr}"),
-        "--targets",
-        "--targets-scale",
-        "0.001",
-        "--json",
-        &json_path.display().to_string(),
-        "--markdown",
-        &md_path.display().to_string(),
-        "--quiet",
-    ]
-    .map(str::to_owned)
-    .into();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args(&args)
-            .env("AMQP_URL", test_support::amqp_url())
-            .env("REDIS_URL", test_support::redis_url())
-            .output()
-    })
-    .await
-    .expect("joined")
-    .expect("loadgen ran");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let target = format!("http://{addr}");
+    let run = common::run_loadgen(&["--target", &target, "--targets", "--targets-scale", "0.001"]).await;
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     // 0 when every target is met, 2 when one is not (at this size some are not).
-    let status = output.status.code();
+    let status = run.status;
     assert!(matches!(status, Some(0 | 2)), "loadgen failed ({status:?})\n{stdout}\n{stderr}");
-
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("the JSON report")).expect("valid JSON");
-    let markdown = std::fs::read_to_string(&md_path).expect("the Markdown report");
-    let _ = std::fs::remove_file(&json_path);
-    let _ = std::fs::remove_file(&md_path);
+    let report = run.report();
+    let markdown = run.markdown();
 
     // Each phase ran its share of the scaled protocol, and every saga was approved.
     let phases = [("closed_loop", 10), ("one_in_flight", 5)];
@@ -81,16 +54,7 @@ async fn targets_run_every_phase_report_each_verdict_and_leave_no_baseline_behin
     assert!(stdout.contains("targets:") && stdout.contains("open_loop_p99_ms"), "{stdout}");
     assert!(markdown.starts_with("# loadgen: the performance targets"), "{markdown}");
 
-    // The baseline's namespace is gone from Redis.
-    let namespace = stderr
-        .split_whitespace()
-        .find(|word| word.starts_with("loadgen-base-"))
-        .expect("loadgen names the baseline's namespace")
-        .to_owned();
-    let client = redis::Client::open(test_support::redis_url()).expect("redis url");
-    let mut redis = client.get_multiplexed_async_connection().await.expect("redis");
-    let left: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{namespace}:*")).query_async(&mut redis).await.expect("KEYS");
-    assert!(left.is_empty(), "the baseline left {left:?}");
+    // The baseline's namespace is gone: its queues, exchanges and keys.
+    common::assert_baseline_gone(&run.baseline_namespace()).await;
     system.stop().await;
 }
