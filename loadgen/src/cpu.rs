@@ -17,6 +17,11 @@
 //! readings of a segment are split out; the rest of the process's figure,
 //! including what rounding each thread's ticks separately leaves, is shown as
 //! `(other threads)`.
+//!
+//! Next to the processes, each report carries the whole machine's share of busy
+//! and of stolen time over the same segments (`/proc/stat`): on a VM whose host
+//! runs other guests on its vCPUs, steal is what makes one run slower than the
+//! next, and a comparison of runs should say how much of it each had.
 
 use std::collections::BTreeMap;
 
@@ -126,6 +131,34 @@ fn thread_kind(comm: &str) -> String {
 /// alive at both readings and what rounding each thread's ticks leaves.
 pub const OTHER_THREADS: &str = "(other threads)";
 
+/// The whole machine's CPU time at one moment (`/proc/stat`'s `cpu` line), in
+/// ticks summed over its CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineTicks {
+    /// Every state, steal included (guest time is already part of user time).
+    pub total: u64,
+    /// Idle and waiting for I/O.
+    pub idle: u64,
+    /// Time the hypervisor ran something else while this guest's vCPU wanted to run.
+    pub steal: u64,
+}
+
+impl MachineTicks {
+    fn since(&self, before: &MachineTicks) -> MachineTicks {
+        MachineTicks {
+            total: self.total.saturating_sub(before.total),
+            idle: self.idle.saturating_sub(before.idle),
+            steal: self.steal.saturating_sub(before.steal),
+        }
+    }
+
+    fn add(&mut self, other: MachineTicks) {
+        self.total += other.total;
+        self.idle += other.idle;
+        self.steal += other.steal;
+    }
+}
+
 /// CPU ticks by process at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -135,6 +168,7 @@ pub struct Snapshot {
     /// With threads: (pid, tid) → (process name, thread kind, ticks); loadgen's
     /// own threads under [`SELF`].
     threads: BTreeMap<(i32, i32), (String, String, u64)>,
+    machine: MachineTicks,
 }
 
 #[cfg(target_os = "linux")]
@@ -172,7 +206,20 @@ fn read_snapshot(set: &ProcessSet) -> Result<Snapshot, CpuError> {
     if set.threads {
         read_threads(&myself, SELF);
     }
-    Ok(Snapshot { processes, own: own.utime + own.stime, threads })
+    let machine = read_machine().map_err(error)?;
+    Ok(Snapshot { processes, own: own.utime + own.stime, threads, machine })
+}
+
+#[cfg(target_os = "linux")]
+fn read_machine() -> procfs::ProcResult<MachineTicks> {
+    use procfs::CurrentSI;
+    let cpu = procfs::KernelStats::current()?.total;
+    let [iowait, irq, softirq, steal] = [cpu.iowait, cpu.irq, cpu.softirq, cpu.steal].map(Option::unwrap_or_default);
+    Ok(MachineTicks {
+        total: cpu.user + cpu.nice + cpu.system + cpu.idle + iowait + irq + softirq + steal,
+        idle: cpu.idle + iowait,
+        steal,
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -186,6 +233,7 @@ pub struct CpuTally {
     ticks: BTreeMap<String, u64>,
     /// With threads: process name → thread kind → ticks.
     thread_ticks: BTreeMap<String, BTreeMap<String, u64>>,
+    machine: MachineTicks,
     sagas: u64,
 }
 
@@ -211,6 +259,7 @@ impl CpuTally {
                 }
             }
         }
+        self.machine.add(after.machine.since(&before.machine));
         self.sagas += sagas;
     }
 
@@ -234,7 +283,16 @@ impl CpuTally {
             }
             by_thread.insert(name.clone(), threads);
         }
-        CpuReport { total: ms_per_saga.values().sum(), ms_per_saga, sagas: self.sagas, by_thread }
+        let machine = (self.machine.total > 0).then(|| {
+            let percent = |ticks: u64| ticks as f64 * 100.0 / self.machine.total as f64;
+            MachineShare {
+                busy_percent: percent(
+                    self.machine.total.saturating_sub(self.machine.idle).saturating_sub(self.machine.steal),
+                ),
+                steal_percent: percent(self.machine.steal),
+            }
+        });
+        CpuReport { total: ms_per_saga.values().sum(), ms_per_saga, sagas: self.sagas, by_thread, machine }
     }
 }
 
@@ -266,13 +324,29 @@ pub struct CpuReport {
     /// started or ended during a segment.
     #[serde(rename = "ms_per_saga_by_thread", skip_serializing_if = "BTreeMap::is_empty")]
     pub by_thread: BTreeMap<String, BTreeMap<String, f64>>,
+    /// The whole machine over the same segments (`None` if no time passed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineShare>,
+}
+
+/// The whole machine's time over the measured segments, as shares of all its
+/// CPUs' time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct MachineShare {
+    /// Running anything (user, system, interrupts), steal not included.
+    pub busy_percent: f64,
+    /// Stolen by the hypervisor.
+    pub steal_percent: f64,
 }
 
 impl CpuReport {
     /// `order_service 0.331, …, total 1.412`.
     pub fn to_text(&self) -> String {
         let parts: Vec<String> = self.ms_per_saga.iter().map(|(name, ms)| format!("{name} {ms:.3}")).collect();
-        format!("{}, total {:.3}", parts.join(", "), self.total)
+        let machine = self.machine.map_or_else(String::new, |m| {
+            format!("; machine busy {:.1} %, steal {:.1} %", m.busy_percent, m.steal_percent)
+        });
+        format!("{}, total {:.3}{machine}", parts.join(", "), self.total)
     }
 
     /// With threads: one `(process, "tokio-runtime-w 0.412, lapin-io-loop
@@ -323,7 +397,28 @@ mod tests {
             processes: processes.iter().map(|(p, n, t)| (*p, ((*n).to_owned(), *t))).collect(),
             own,
             threads: BTreeMap::new(),
+            machine: MachineTicks::default(),
         }
+    }
+
+    #[test]
+    fn the_machine_shares_add_up_over_segments_and_say_what_was_stolen() {
+        let set = ProcessSet::parse("order_service").expect("valid list");
+        let at = |total: u64, idle: u64, steal: u64| Snapshot {
+            machine: MachineTicks { total, idle, steal },
+            ..snapshot(&[(10, "order_service", 0)], 0)
+        };
+        let mut tally = CpuTally::default();
+        // 200 ticks: 50 idle, 10 stolen; then 200 more: 30 idle, 30 stolen.
+        tally.add(&set, &at(1000, 400, 5), &at(1200, 450, 15), 10);
+        tally.add(&set, &at(2000, 500, 20), &at(2200, 530, 50), 10);
+        let machine = tally.report(100).machine.expect("time passed");
+        assert_eq!(machine.steal_percent, 10.0, "40 of 400 ticks");
+        assert_eq!(machine.busy_percent, 70.0, "400 - 80 idle - 40 stolen");
+        assert!(tally.report(100).to_text().ends_with("; machine busy 70.0 %, steal 10.0 %"));
+        let nothing = CpuTally::default().report(100);
+        assert_eq!(nothing.machine, None, "no time passed: no shares");
+        assert!(!nothing.to_text().contains("machine"));
     }
 
     #[test]
@@ -445,6 +540,8 @@ mod tests {
         };
         std::hint::black_box(x);
         assert!(after.own > before.own, "no CPU charged to this process in 20 s of spinning");
+        let machine = after.machine.since(&before.machine);
+        assert!(machine.total > 0 && machine.total >= machine.idle + machine.steal, "{machine:?}");
     }
 
     #[cfg(target_os = "linux")]

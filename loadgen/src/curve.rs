@@ -104,6 +104,10 @@ pub struct CurvePoint {
     /// CPU per saga of the `--cpu-of` processes and loadgen, when measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_ms_per_saga: Option<f64>,
+    /// The share of the machine's time its hypervisor stole during the point,
+    /// when CPU was measured: a point with much of it says more about the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steal_percent: Option<f64>,
     /// p99 within the objective, no failure, and at least one saga completed.
     pub within_objective: bool,
 }
@@ -119,6 +123,7 @@ impl CurvePoint {
             latency_ms: report.latency_ms,
             failures,
             cpu_ms_per_saga: report.cpu.as_ref().map(|cpu| cpu.total),
+            steal_percent: report.cpu.as_ref().and_then(|cpu| cpu.machine).map(|m| m.steal_percent),
             within_objective: report.sagas_completed > 0 && failures == 0 && report.latency_ms.p99 <= slo_p99_ms,
         }
     }
@@ -210,15 +215,16 @@ impl CurveReport {
         let _ = writeln!(md, "- {}", self.system.summary("system", slo));
         let _ = writeln!(md);
         md.push_str(
-            "| side | share | rate | completed/s | p50 ms | p99 ms | p99.9 ms | failures | CPU ms per saga | p99 within |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+            "| side | share | rate | completed/s | p50 ms | p99 ms | p99.9 ms | failures | CPU ms per saga | steal | p99 within |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         );
         for (name, side) in [("baseline", &self.baseline), ("system", &self.system)] {
             for p in &side.points {
                 let cpu = p.cpu_ms_per_saga.map_or_else(|| "–".to_owned(), |c| format!("{c:.2}"));
+                let steal = p.steal_percent.map_or_else(|| "–".to_owned(), |s| format!("{s:.1} %"));
                 let _ = writeln!(
                     md,
-                    "| {name} | {:.0} % | {:.0}/s | {:.1} | {:.1} | {:.1} | {:.1} | {} | {cpu} | {} |",
+                    "| {name} | {:.0} % | {:.0}/s | {:.1} | {:.1} | {:.1} | {:.1} | {} | {cpu} | {steal} | {} |",
                     p.share * 100.0,
                     p.rate_per_sec,
                     p.sagas_per_sec,
@@ -255,6 +261,7 @@ mod tests {
             latency_ms: LatencySummary::default(),
             failures: 0,
             cpu_ms_per_saga: None,
+            steal_percent: None,
             within_objective: within,
         }
     }

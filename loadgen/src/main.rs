@@ -622,8 +622,9 @@ async fn run_curve(
                 measure(&point_args, point_seed, Some(&open_system), None, processes).await?
             };
             let point = CurvePoint::of(share, &report, p.slo_p99_ms);
+            let steal = point.steal_percent.map_or_else(String::new, |s| format!(", steal {s:.1} %"));
             println!(
-                "curve: {name} at {:.0} % ({rate:.0}/s): {:.1} sagas/s, p50 {:.1} ms, p99 {:.1} ms, failures {}",
+                "curve: {name} at {:.0} % ({rate:.0}/s): {:.1} sagas/s, p50 {:.1} ms, p99 {:.1} ms, failures {}{steal}",
                 share * 100.0,
                 point.sagas_per_sec,
                 point.latency_ms.p50,

@@ -378,6 +378,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        cpu::MachineShare,
         schedule::Mode,
         stats::{CallError, Recorder, SagaEnd},
     };
@@ -508,6 +509,7 @@ mod tests {
             total: ms + 0.25,
             sagas: 100,
             by_thread: BTreeMap::new(),
+            machine: Some(MachineShare { busy_percent: 87.5, steal_percent: 6.5 }),
         };
         let baseline = BaselineReport { cpu: Some(cpu(0.5)), ..BaselineReport::of(&run(100, 4, 1)) };
         let report = Report::new(description(), &result(), Some(baseline)).with_cpu(Some(cpu(0.125)));
@@ -515,14 +517,27 @@ mod tests {
         assert_eq!(json["cpu"]["ms_per_saga"]["redis-server"], 0.25);
         assert_eq!(json["cpu"]["total"], 0.375);
         assert_eq!(json["baseline"]["cpu"]["ms_per_saga"]["loadgen"], 0.5);
+        assert_eq!(json["cpu"]["machine"]["steal_percent"], 6.5);
+        assert_eq!(json["baseline"]["cpu"]["machine"]["busy_percent"], 87.5);
         let text = report.to_text();
-        assert!(text.contains("\nCPU per saga (ms): loadgen 0.125, redis-server 0.250, total 0.375\n"), "{text}");
+        let machine = "; machine busy 87.5 %, steal 6.5 %";
         assert!(
-            text.contains("\nbaseline CPU per saga (ms): loadgen 0.500, redis-server 0.250, total 0.750\n"),
+            text.contains(&format!("\nCPU per saga (ms): loadgen 0.125, redis-server 0.250, total 0.375{machine}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "\nbaseline CPU per saga (ms): loadgen 0.500, redis-server 0.250, total 0.750{machine}\n"
+            )),
             "{text}"
         );
         let md = report.to_markdown();
-        assert!(md.contains("| baseline CPU per saga (ms) | loadgen 0.500, redis-server 0.250, total 0.750 |"), "{md}");
+        assert!(
+            md.contains(&format!(
+                "| baseline CPU per saga (ms) | loadgen 0.500, redis-server 0.250, total 0.750{machine} |"
+            )),
+            "{md}"
+        );
         // With rounds, the CPU rows stay in the summary table, before the rounds' own.
         let rounds = vec![RoundReport::of(&run(100, 4, 1), &result())];
         let md = report.with_rounds(rounds).to_markdown();
@@ -545,6 +560,7 @@ mod tests {
             total: 0.4,
             sagas: 100,
             by_thread: [("order_service".to_owned(), threads)].into_iter().collect(),
+            machine: None,
         };
         let report = Report::new(description(), &result(), None).with_cpu(Some(cpu));
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");

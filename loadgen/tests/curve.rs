@@ -24,6 +24,8 @@ async fn a_curve_runs_each_share_on_both_sides_reads_each_point_and_leaves_no_ba
         "1,0.5",
         "--slo-p99-ms",
         "60000",
+        "--cpu-of",
+        "redis-server",
     ])
     .await;
     let (stdout, stderr) = (&run.stdout, &run.stderr);
@@ -37,6 +39,8 @@ async fn a_curve_runs_each_share_on_both_sides_reads_each_point_and_leaves_no_ba
     assert_eq!(closed["concurrency"], 64);
     assert_eq!(closed["sagas_completed"], 10);
     assert_eq!(closed["rounds"].as_array().map(Vec::len), Some(5), "five baseline rounds");
+    let busy = closed["cpu"]["machine"]["busy_percent"].as_f64();
+    assert!(busy.is_some_and(|b| b > 0.0 && b <= 100.0), "the machine was busy: {}", closed["cpu"]);
     let maximums = [
         ("baseline", closed["baseline_sagas_per_sec"].as_f64().expect("the baseline's rate")),
         ("system", closed["sagas_per_sec"].as_f64().expect("the system's rate")),
@@ -53,6 +57,9 @@ async fn a_curve_runs_each_share_on_both_sides_reads_each_point_and_leaves_no_ba
             assert_eq!(point["failures"], 0, "{side} {share}: {point}");
             assert!(point["latency_ms"]["p99"].as_f64().is_some_and(|p99| p99 > 0.0), "{side} {share}: {point}");
             assert_eq!(point["within_objective"], true, "{side} {share}: {point}");
+            // With --cpu-of, each point says how much of the machine's time was stolen.
+            let steal = point["steal_percent"].as_f64();
+            assert!(steal.is_some_and(|s| (0.0..=100.0).contains(&s)), "{side} {share}: {point}");
         }
         assert_eq!(curve["sustained_share"], 1.0, "{side}");
         assert_eq!(curve["sustained_rate_per_sec"], points[1]["rate_per_sec"], "{side}");
