@@ -83,7 +83,7 @@ pub struct Baseline {
 }
 
 /// The baseline's two queues; each has a dead-letter queue and exchange.
-const QUEUES: [&str; 2] = ["baseline.commands", "baseline.replies"];
+pub const QUEUES: [&str; 2] = ["baseline.commands", "baseline.replies"];
 
 fn broker(settings: &BaselineSettings, namespace: &Namespace, role: &str) -> Broker {
     Broker::new(BrokerSettings {

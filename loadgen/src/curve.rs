@@ -15,7 +15,11 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::{report::Report, stats::LatencySummary, targets::failures};
+use crate::{
+    report::Report,
+    stats::LatencySummary,
+    targets::{Protocol, failures},
+};
 
 /// Sizes of the curve's phases and the objective its points are read against.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,9 +61,10 @@ pub const MAX_SCALE: f64 = 10.0;
 pub const DEFAULT_SHARES: [f64; 5] = [0.1, 0.2, 0.3, 0.4, 0.5];
 
 impl CurveProtocol {
-    /// The standard sizes (those of `--targets`' closed loop, and 20 s per point)
-    /// multiplied by `scale`, each phase keeping at least one saga per round and
-    /// one second per point; the shares sorted, deduplicated and each in (0, 1].
+    /// The standard sizes (`--targets`' warm-up and closed loop, and 20 s per
+    /// point) multiplied by `scale`, each phase keeping at least one saga per
+    /// round and one second per point; the shares sorted, deduplicated and each
+    /// in (0, 1].
     pub fn new(scale: f64, shares: &[f64], slo_p99_ms: f64) -> Result<Self, CurveError> {
         if !(scale > 0.0 && scale <= MAX_SCALE) {
             return Err(CurveError::Scale(scale));
@@ -73,14 +78,15 @@ impl CurveProtocol {
         let mut shares = shares.to_vec();
         shares.sort_by(f64::total_cmp);
         shares.dedup();
-        let rounds = 5;
+        // The same warm-up and closed loop as --targets', scaled the same way.
+        let targets = Protocol::scaled(scale).map_err(|_| CurveError::Scale(scale))?;
         let times = |n: u64, floor: u64| ((n as f64 * scale).round() as u64).max(floor);
         Ok(Self {
-            warmup_sagas: times(2000, 1),
-            closed_concurrency: 64,
-            closed_sagas: times(10_000, rounds),
-            closed_warmup: times(200, 1),
-            rounds,
+            warmup_sagas: targets.warmup_sagas,
+            closed_concurrency: targets.closed_concurrency,
+            closed_sagas: targets.closed_sagas,
+            closed_warmup: targets.closed_warmup,
+            rounds: targets.rounds,
             shares,
             point_secs: (20.0 * scale).max(1.0),
             point_warmup: times(100, 1),
@@ -110,6 +116,10 @@ pub struct CurvePoint {
     pub steal_percent: Option<f64>,
     /// p99 within the objective, no failure, and at least one saga completed.
     pub within_objective: bool,
+    /// The share's rate rounded to under one saga per second: not run, and so
+    /// not within the objective.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 impl CurvePoint {
@@ -125,6 +135,30 @@ impl CurvePoint {
             cpu_ms_per_saga: report.cpu.as_ref().map(|cpu| cpu.total),
             steal_percent: report.cpu.as_ref().and_then(|cpu| cpu.machine).map(|m| m.steal_percent),
             within_objective: report.sagas_completed > 0 && failures == 0 && report.latency_ms.p99 <= slo_p99_ms,
+            skipped: false,
+        }
+    }
+
+    /// A share whose rate is under one saga per second, which is not run.
+    pub fn skipped(share: f64) -> Self {
+        Self {
+            share,
+            rate_per_sec: 0.0,
+            sagas_per_sec: 0.0,
+            latency_ms: LatencySummary::default(),
+            failures: 0,
+            cpu_ms_per_saga: None,
+            steal_percent: None,
+            within_objective: false,
+            skipped: true,
+        }
+    }
+
+    fn verdict(&self) -> &'static str {
+        match (self.skipped, self.within_objective) {
+            (true, _) => "not run",
+            (false, true) => "met",
+            (false, false) => "NOT MET",
         }
     }
 }
@@ -154,16 +188,24 @@ impl CurveSide {
     }
 
     fn summary(&self, name: &str, slo_p99_ms: f64) -> String {
-        match (self.sustained_share, self.sustained_rate_per_sec) {
-            (Some(share), Some(rate)) => format!(
-                "{name}: p99 within {slo_p99_ms} ms up to {:.0} % of its maximum ({rate:.0}/s of {:.1}/s)",
+        let objective = format!("p99 within {slo_p99_ms} ms and no failure");
+        let highest = self.points.last().map(|p| p.share);
+        match (self.sustained_share, self.sustained_rate_per_sec, self.points.first()) {
+            (Some(share), Some(rate), _) => format!(
+                "{name}: {objective} up to {:.0} % of its maximum ({rate:.0}/s of {:.1}/s){}",
                 share * 100.0,
+                self.max_sagas_per_sec,
+                if highest == Some(share) { ", the highest share run" } else { "" }
+            ),
+            (_, _, Some(first)) if first.skipped => format!(
+                "{name}: the smallest share of its maximum ({:.1}/s) is under one saga per second; not run",
                 self.max_sagas_per_sec
             ),
-            _ => format!(
-                "{name}: p99 not within {slo_p99_ms} ms even at the smallest share (maximum {:.1}/s)",
+            (_, _, Some(_)) => format!(
+                "{name}: {objective} not met even at the smallest share (maximum {:.1}/s)",
                 self.max_sagas_per_sec
             ),
+            (_, _, None) => format!("{name}: no share was run (maximum {:.1}/s)", self.max_sagas_per_sec),
         }
     }
 }
@@ -187,7 +229,9 @@ impl CurveReport {
     /// A line per point and side, then what each side sustains, for stdout.
     pub fn to_text(&self) -> String {
         let slo = self.protocol.slo_p99_ms;
-        let mut text = String::from("curve (open loop at shares of each side's closed-loop maximum):\n");
+        let mut text = format!(
+            "curve (open loop at shares of each side's closed-loop maximum; objective: p99 <= {slo} ms, no failure):\n"
+        );
         for (name, side) in [("baseline", &self.baseline), ("system", &self.system)] {
             for p in &side.points {
                 let _ = writeln!(
@@ -198,7 +242,7 @@ impl CurveReport {
                     p.latency_ms.p50,
                     p.latency_ms.p99,
                     p.failures,
-                    if p.within_objective { "within" } else { "OUTSIDE" }
+                    p.verdict()
                 );
             }
         }
@@ -215,7 +259,7 @@ impl CurveReport {
         let _ = writeln!(md, "- {}", self.system.summary("system", slo));
         let _ = writeln!(md);
         md.push_str(
-            "| side | share | rate | completed/s | p50 ms | p99 ms | p99.9 ms | failures | CPU ms per saga | steal | p99 within |\n\
+            "| side | share | rate | completed/s | p50 ms | p99 ms | p99.9 ms | failures | CPU ms per saga | steal | objective met |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         );
         for (name, side) in [("baseline", &self.baseline), ("system", &self.system)] {
@@ -232,7 +276,11 @@ impl CurveReport {
                     p.latency_ms.p99,
                     p.latency_ms.p999,
                     p.failures,
-                    if p.within_objective { format!("yes (≤ {slo} ms)") } else { "**no**".to_owned() }
+                    match p.verdict() {
+                        "met" => format!("yes (p99 ≤ {slo} ms, no failure)"),
+                        "not run" => "not run (under 1/s)".to_owned(),
+                        _ => "**no**".to_owned(),
+                    }
                 );
             }
         }
@@ -263,6 +311,7 @@ mod tests {
             cpu_ms_per_saga: None,
             steal_percent: None,
             within_objective: within,
+            skipped: false,
         }
     }
 
@@ -274,10 +323,20 @@ mod tests {
         assert_eq!(side.sustained_rate_per_sec, Some(200.0));
         let none = CurveSide::new(1000.0, vec![point(0.1, false), point(0.2, true)]);
         assert_eq!(none.sustained_share, None);
-        assert!(none.summary("system", 25.0).contains("not within 25 ms"), "{}", none.summary("system", 25.0));
+        let text = none.summary("system", 25.0);
+        assert!(text.contains("p99 within 25 ms and no failure not met even at the smallest share"), "{text}");
         let all = CurveSide::new(1000.0, vec![point(0.1, true), point(0.5, true)]);
         assert_eq!(all.sustained_share, Some(0.5));
-        assert!(all.summary("baseline", 25.0).contains("up to 50 % of its maximum (500/s"));
+        let text = all.summary("baseline", 25.0);
+        assert!(text.contains("up to 50 % of its maximum (500/s of 1000.0/s), the highest share run"), "{text}");
+        let some = CurveSide::new(1000.0, vec![point(0.1, true), point(0.5, false)]).summary("system", 25.0);
+        assert!(some.ends_with("(100/s of 1000.0/s)"), "{some}");
+        // A share too small to run is not sustained, and neither is any above it.
+        let skipped = CurveSide::new(5.0, vec![CurvePoint::skipped(0.1), point(0.5, true)]);
+        assert_eq!(skipped.sustained_share, None);
+        let text = skipped.summary("system", 25.0);
+        assert!(text.contains("under one saga per second; not run"), "{text}");
+        assert_eq!(CurveSide::new(5.0, Vec::new()).summary("system", 25.0), "system: no share was run (maximum 5.0/s)");
     }
 
     #[test]
@@ -285,6 +344,12 @@ mod tests {
         let p = CurveProtocol::new(1.0, &[0.3, 0.1, 0.3], 25.0).expect("valid");
         assert_eq!(p.shares, vec![0.1, 0.3]);
         assert_eq!((p.warmup_sagas, p.closed_sagas, p.point_secs), (2000, 10_000, 20.0));
+        let targets = Protocol::STANDARD;
+        assert_eq!(
+            (p.closed_concurrency, p.closed_warmup, p.rounds),
+            (targets.closed_concurrency, targets.closed_warmup, targets.rounds),
+            "--targets' closed loop"
+        );
         let tiny = CurveProtocol::new(0.0001, &DEFAULT_SHARES, 25.0).expect("valid");
         assert_eq!((tiny.warmup_sagas, tiny.closed_sagas, tiny.point_secs, tiny.point_warmup), (1, 5, 1.0, 1));
         assert_eq!(CurveProtocol::new(0.0, &DEFAULT_SHARES, 25.0), Err(CurveError::Scale(0.0)));

@@ -27,7 +27,7 @@ use loadgen::{
     report::{BaselineReport, Report, RoundReport, RunDescription},
     schedule::{Mode, Stop},
     system::{Follow, SystemRunner, SystemSettings},
-    targets::{Protocol, TargetsReport},
+    targets::{self, Protocol, TargetsReport},
 };
 
 /// Drives CreateOrder sagas against a running FTGO system and measures
@@ -105,7 +105,8 @@ struct Args {
     prefetch: u16,
     /// Report CPU per saga of these processes (comma-separated kernel names, or
     /// `system` for the four services, redis-server and beam.smp) and of loadgen,
-    /// over the measured segments. Linux only.
+    /// and the whole machine's busy and stolen shares, over the measured
+    /// segments. Linux only.
     #[arg(long, value_name = "NAMES")]
     cpu_of: Option<String>,
     /// With --cpu-of: also split each process's CPU per saga by thread name
@@ -595,6 +596,10 @@ async fn run_curve(
     let closed = measure(&closed_args, seed, Some(system), Some(baseline), processes).await?;
     println!("{}", closed.to_text());
     let maximum = [closed.baseline_sagas_per_sec.unwrap_or_default(), closed.sagas_per_sec];
+    let failed = targets::failures(&closed);
+    if failed > 0 {
+        eprintln!("loadgen: the closed loop had {failed} failures; the system's maximum counts the sagas that ended");
+    }
 
     let open_system = connect(&Args { rate: Some(1.0), ..args.clone() }, seed).await?;
     let mut points: [Vec<CurvePoint>; 2] = Default::default();
@@ -603,6 +608,7 @@ async fn run_curve(
             let rate = (share * maximum[side]).round();
             if rate < 1.0 {
                 eprintln!("loadgen: {name}: {:.0} % of {:.1}/s is under 1/s; not run", share * 100.0, maximum[side]);
+                points[side].push(CurvePoint::skipped(share));
                 continue;
             }
             let point_args = Args {

@@ -267,6 +267,9 @@ impl Report {
         // Rows of the summary table: after the rounds' table they would join it.
         for (label, cpu) in self.cpu_reports() {
             let _ = writeln!(md, "| {label}CPU per saga (ms) | {} |", cpu.to_text());
+            if let Some(machine) = cpu.machine_text() {
+                let _ = writeln!(md, "| {label}machine (all vCPUs) | {machine} |");
+            }
             for (process, threads) in cpu.thread_texts() {
                 let _ = writeln!(md, "| {label}CPU per saga by thread (ms), {process} | {threads} |");
             }
@@ -337,6 +340,9 @@ impl Report {
         }
         for (label, cpu) in self.cpu_reports() {
             let _ = writeln!(text, "{label}CPU per saga (ms): {}", cpu.to_text());
+            if let Some(machine) = cpu.machine_text() {
+                let _ = writeln!(text, "{label}machine (all vCPUs): {machine}");
+            }
             for (process, threads) in cpu.thread_texts() {
                 let _ = writeln!(text, "{label}CPU per saga by thread (ms), {process}: {threads}");
             }
@@ -520,24 +526,21 @@ mod tests {
         assert_eq!(json["cpu"]["machine"]["steal_percent"], 6.5);
         assert_eq!(json["baseline"]["cpu"]["machine"]["busy_percent"], 87.5);
         let text = report.to_text();
-        let machine = "; machine busy 87.5 %, steal 6.5 %";
         assert!(
-            text.contains(&format!("\nCPU per saga (ms): loadgen 0.125, redis-server 0.250, total 0.375{machine}\n")),
+            text.contains(
+                "\nCPU per saga (ms): loadgen 0.125, redis-server 0.250, total 0.375\n\
+                 machine (all vCPUs): busy 87.5 %, steal 6.5 %\n"
+            ),
             "{text}"
         );
         assert!(
-            text.contains(&format!(
-                "\nbaseline CPU per saga (ms): loadgen 0.500, redis-server 0.250, total 0.750{machine}\n"
-            )),
+            text.contains("\nbaseline CPU per saga (ms): loadgen 0.500, redis-server 0.250, total 0.750\n"),
             "{text}"
         );
+        assert!(text.contains("\nbaseline machine (all vCPUs): busy 87.5 %, steal 6.5 %\n"), "{text}");
         let md = report.to_markdown();
-        assert!(
-            md.contains(&format!(
-                "| baseline CPU per saga (ms) | loadgen 0.500, redis-server 0.250, total 0.750{machine} |"
-            )),
-            "{md}"
-        );
+        assert!(md.contains("| baseline CPU per saga (ms) | loadgen 0.500, redis-server 0.250, total 0.750 |"), "{md}");
+        assert!(md.contains("| baseline machine (all vCPUs) | busy 87.5 %, steal 6.5 % |"), "{md}");
         // With rounds, the CPU rows stay in the summary table, before the rounds' own.
         let rounds = vec![RoundReport::of(&run(100, 4, 1), &result())];
         let md = report.with_rounds(rounds).to_markdown();

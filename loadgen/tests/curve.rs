@@ -63,7 +63,10 @@ async fn a_curve_runs_each_share_on_both_sides_reads_each_point_and_leaves_no_ba
         }
         assert_eq!(curve["sustained_share"], 1.0, "{side}");
         assert_eq!(curve["sustained_rate_per_sec"], points[1]["rate_per_sec"], "{side}");
-        assert!(stdout.contains(&format!("{side}: p99 within 60000 ms up to 100 % of its maximum")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("{side}: p99 within 60000 ms and no failure up to 100 % of its maximum")),
+            "{stdout}"
+        );
     }
     assert!(markdown.starts_with("# loadgen: latency against load"), "{markdown}");
     assert_eq!(markdown.lines().filter(|l| l.starts_with("| baseline |") || l.starts_with("| system |")).count(), 4);

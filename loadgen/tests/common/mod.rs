@@ -71,8 +71,7 @@ pub async fn run_loadgen(args: &[&str]) -> Run {
 /// their dead-letter queues and exchanges, and its keys.
 pub async fn assert_baseline_gone(namespace: &str) {
     let amqp = Connection::connect(&test_support::amqp_url(), ConnectionProperties::default()).await.expect("AMQP");
-    let queues: Vec<String> =
-        ["baseline.commands", "baseline.replies"].iter().map(|base| format!("{namespace}.{base}")).collect();
+    let queues: Vec<String> = loadgen::baseline::QUEUES.iter().map(|base| format!("{namespace}.{base}")).collect();
     let left = existing_topology(&amqp, &queues).await.expect("the broker answers");
     assert_eq!(left, Vec::<String>::new(), "left on the broker");
     let client = redis::Client::open(test_support::redis_url()).expect("redis url");
