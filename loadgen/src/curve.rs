@@ -21,6 +21,11 @@ use crate::{
     targets::{Protocol, failures},
 };
 
+/// A share as a percentage to a tenth, without a trailing `.0`: `10`, `12.5`.
+pub fn percent(share: f64) -> String {
+    format!("{}", (share * 1000.0).round() / 10.0)
+}
+
 /// Sizes of the curve's phases and the objective its points are read against.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CurveProtocol {
@@ -192,8 +197,8 @@ impl CurveSide {
         let highest = self.points.last().map(|p| p.share);
         match (self.sustained_share, self.sustained_rate_per_sec, self.points.first()) {
             (Some(share), Some(rate), _) => format!(
-                "{name}: {objective} up to {:.0} % of its maximum ({rate:.0}/s of {:.1}/s){}",
-                share * 100.0,
+                "{name}: {objective} up to {} % of its maximum ({rate:.0}/s of {:.1}/s){}",
+                percent(share),
                 self.max_sagas_per_sec,
                 if highest == Some(share) { ", the highest share run" } else { "" }
             ),
@@ -236,8 +241,8 @@ impl CurveReport {
             for p in &side.points {
                 let _ = writeln!(
                     text,
-                    "  {name:<8} {:>3.0} %  {:>7.1}/s  p50 {:>7.1} ms  p99 {:>7.1} ms  failures {}  {}",
-                    p.share * 100.0,
+                    "  {name:<8} {:>4} %  {:>7.1}/s  p50 {:>7.1} ms  p99 {:>7.1} ms  failures {}  {}",
+                    percent(p.share),
                     p.rate_per_sec,
                     p.latency_ms.p50,
                     p.latency_ms.p99,
@@ -268,8 +273,8 @@ impl CurveReport {
                 let steal = p.steal_percent.map_or_else(|| "–".to_owned(), |s| format!("{s:.1} %"));
                 let _ = writeln!(
                     md,
-                    "| {name} | {:.0} % | {:.0}/s | {:.1} | {:.1} | {:.1} | {:.1} | {} | {cpu} | {steal} | {} |",
-                    p.share * 100.0,
+                    "| {name} | {} % | {:.0}/s | {:.1} | {:.1} | {:.1} | {:.1} | {} | {cpu} | {steal} | {} |",
+                    percent(p.share),
                     p.rate_per_sec,
                     p.sagas_per_sec,
                     p.latency_ms.p50,
@@ -337,6 +342,12 @@ mod tests {
         let text = skipped.summary("system", 25.0);
         assert!(text.contains("under one saga per second; not run"), "{text}");
         assert_eq!(CurveSide::new(5.0, Vec::new()).summary("system", 25.0), "system: no share was run (maximum 5.0/s)");
+    }
+
+    #[test]
+    fn shares_print_as_percentages_to_a_tenth() {
+        let printed: Vec<String> = [0.1, 0.125, 0.3, 0.05, 1.0, 0.333].into_iter().map(percent).collect();
+        assert_eq!(printed, ["10", "12.5", "30", "5", "100", "33.3"]);
     }
 
     #[test]

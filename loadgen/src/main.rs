@@ -607,7 +607,8 @@ async fn run_curve(
         for (side, name) in ["baseline", "system"].into_iter().enumerate() {
             let rate = (share * maximum[side]).round();
             if rate < 1.0 {
-                eprintln!("loadgen: {name}: {:.0} % of {:.1}/s is under 1/s; not run", share * 100.0, maximum[side]);
+                let shown = curve::percent(share);
+                eprintln!("loadgen: {name}: {shown} % of {:.1}/s is under 1/s; not run", maximum[side]);
                 points[side].push(CurvePoint::skipped(share));
                 continue;
             }
@@ -630,8 +631,8 @@ async fn run_curve(
             let point = CurvePoint::of(share, &report, p.slo_p99_ms);
             let steal = point.steal_percent.map_or_else(String::new, |s| format!(", steal {s:.1} %"));
             println!(
-                "curve: {name} at {:.0} % ({rate:.0}/s): {:.1} sagas/s, p50 {:.1} ms, p99 {:.1} ms, failures {}{steal}",
-                share * 100.0,
+                "curve: {name} at {} % ({rate:.0}/s): {:.1} sagas/s, p50 {:.1} ms, p99 {:.1} ms, failures {}{steal}",
+                curve::percent(share),
                 point.sagas_per_sec,
                 point.latency_ms.p50,
                 point.latency_ms.p99,
