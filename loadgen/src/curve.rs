@@ -18,7 +18,7 @@ use thiserror::Error;
 use crate::{
     report::Report,
     stats::LatencySummary,
-    targets::{Protocol, failures},
+    targets::{MAX_SCALE, Protocol, failures},
 };
 
 /// A share as a percentage to a tenth, without a trailing `.0`: `10`, `12.5`.
@@ -59,9 +59,6 @@ pub enum CurveError {
     Objective(f64),
 }
 
-/// The longest run `--curve-scale` asks for: ten times the standard sizes.
-pub const MAX_SCALE: f64 = 10.0;
-
 /// The shares of the maximum a curve runs unless told otherwise.
 pub const DEFAULT_SHARES: [f64; 5] = [0.1, 0.2, 0.3, 0.4, 0.5];
 
@@ -71,9 +68,9 @@ impl CurveProtocol {
     /// round and one second per point; the shares sorted, deduplicated and each
     /// in (0, 1].
     pub fn new(scale: f64, shares: &[f64], slo_p99_ms: f64) -> Result<Self, CurveError> {
-        if !(scale > 0.0 && scale <= MAX_SCALE) {
-            return Err(CurveError::Scale(scale));
-        }
+        // The same warm-up and closed loop as --targets', scaled the same way
+        // and within the same bounds.
+        let targets = Protocol::scaled(scale).map_err(|_| CurveError::Scale(scale))?;
         if !(slo_p99_ms > 0.0 && slo_p99_ms.is_finite()) {
             return Err(CurveError::Objective(slo_p99_ms));
         }
@@ -83,8 +80,6 @@ impl CurveProtocol {
         let mut shares = shares.to_vec();
         shares.sort_by(f64::total_cmp);
         shares.dedup();
-        // The same warm-up and closed loop as --targets', scaled the same way.
-        let targets = Protocol::scaled(scale).map_err(|_| CurveError::Scale(scale))?;
         let times = |n: u64, floor: u64| ((n as f64 * scale).round() as u64).max(floor);
         Ok(Self {
             warmup_sagas: targets.warmup_sagas,

@@ -3,16 +3,13 @@
 //! before it exits with the shell's status for the signal, where a default exit
 //! would leave it on the broker. The run needs only RabbitMQ and Redis.
 
+mod common;
+
 use std::{process::Stdio, time::Duration};
 
 use lapin::{Connection, ConnectionProperties};
 use test_support::existing_topology;
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// The baseline's queues; each has a dead-letter queue and exchange.
-fn queues(namespace: &str) -> Vec<String> {
-    ["baseline.commands", "baseline.replies"].iter().map(|base| format!("{namespace}.{base}")).collect()
-}
 
 /// SIGTERMs loadgen and waits for it to end if the test stops first (a failed
 /// assertion), so that loadgen still deletes its namespace; the SIGKILL of
@@ -56,14 +53,14 @@ async fn interrupt_mid_run(signal: &str, status: i32) {
 
     let amqp = Connection::connect(&test_support::amqp_url(), ConnectionProperties::default()).await.expect("rabbitmq");
     let client = redis::Client::open(test_support::redis_url()).expect("redis url");
-    let mut redis = redis::aio::ConnectionManager::new(client).await.expect("redis");
-    let pattern = format!("{}:*", chaos::admin::escape_glob(&namespace));
+    let redis = redis::aio::ConnectionManager::new(client).await.expect("redis");
+    let pattern = common::baseline_keys(&namespace);
     // Sagas are under way: the namespace has its queues, exchanges and keys.
     test_support::eventually(Duration::from_secs(30), || {
         let (amqp, mut redis, pattern, namespace) = (&amqp, redis.clone(), pattern.clone(), namespace.clone());
         async move {
             let keys = chaos::admin::scan_keys(&mut redis, &pattern).await?;
-            let objects = existing_topology(amqp, &queues(&namespace)).await?;
+            let objects = existing_topology(amqp, &common::baseline_queues(&namespace)).await?;
             Ok((!keys.is_empty() && objects.len() == 6).then_some(()))
         }
     })
@@ -81,11 +78,7 @@ async fn interrupt_mid_run(signal: &str, status: i32) {
     }
     assert_eq!(exit.code(), Some(status), "{signal}: exit status; stderr after the namespace line: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("is deleted")), "{rest:?}");
-
-    let left = existing_topology(&amqp, &queues(&namespace)).await.expect("the broker answers");
-    assert_eq!(left, Vec::<String>::new(), "{signal}: left on the broker");
-    let keys = chaos::admin::scan_keys(&mut redis, &pattern).await.expect("SCAN");
-    assert!(keys.is_empty(), "{signal}: {} keys left, e.g. {:?}", keys.len(), keys.first());
+    common::assert_baseline_gone(&namespace).await;
 }
 
 #[tokio::test]

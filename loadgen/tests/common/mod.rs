@@ -1,5 +1,7 @@
 //! What the end-to-end tests of the loadgen binary share: a run to its end with
 //! its reports read back, and the check that its baseline left nothing behind.
+// Each test crate compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::process::Command;
 
@@ -67,15 +69,24 @@ pub async fn run_loadgen(args: &[&str]) -> Run {
     }
 }
 
+/// The baseline's queues in `namespace`; each has a dead-letter queue and exchange.
+pub fn baseline_queues(namespace: &str) -> Vec<String> {
+    loadgen::baseline::QUEUES.iter().map(|base| format!("{namespace}.{base}")).collect()
+}
+
+/// The pattern of the baseline's keys in `namespace`.
+pub fn baseline_keys(namespace: &str) -> String {
+    format!("{}:*", chaos::admin::escape_glob(namespace))
+}
+
 /// Asserts that nothing of the baseline's `namespace` is left: its queues,
 /// their dead-letter queues and exchanges, and its keys.
 pub async fn assert_baseline_gone(namespace: &str) {
     let amqp = Connection::connect(&test_support::amqp_url(), ConnectionProperties::default()).await.expect("AMQP");
-    let queues: Vec<String> = loadgen::baseline::QUEUES.iter().map(|base| format!("{namespace}.{base}")).collect();
-    let left = existing_topology(&amqp, &queues).await.expect("the broker answers");
-    assert_eq!(left, Vec::<String>::new(), "left on the broker");
+    let left = existing_topology(&amqp, &baseline_queues(namespace)).await.expect("the broker answers");
+    assert_eq!(left, Vec::<String>::new(), "{namespace}: left on the broker");
     let client = redis::Client::open(test_support::redis_url()).expect("redis url");
     let mut redis = redis::aio::ConnectionManager::new(client).await.expect("redis");
-    let keys = chaos::admin::scan_keys(&mut redis, &format!("{namespace}:*")).await.expect("SCAN");
-    assert!(keys.is_empty(), "the baseline left {} keys, e.g. {:?}", keys.len(), keys.first());
+    let keys = chaos::admin::scan_keys(&mut redis, &baseline_keys(namespace)).await.expect("SCAN");
+    assert!(keys.is_empty(), "{namespace}: {} keys left, e.g. {:?}", keys.len(), keys.first());
 }
