@@ -155,6 +155,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<Runn
             .map(|q| QueueSpec::new(q.clone()))
             .collect(),
     );
+    let watchers = watch::WatcherMap::default();
+    // A new id per process: a watcher does not outlive it, so neither may the id
+    // its watches mark sagas with.
+    let replica = uuid::Uuid::new_v4().simple().to_string();
     let orchestrator = Orchestrator::new(
         create_order_saga::definition(settings.saga)?,
         OrderDomain { max_total_minor: settings.max_order_total_minor },
@@ -163,9 +167,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<Runn
         publisher.clone(),
         queues.clone(),
         settings.state_cache_entries,
+        Some(watchers.local(replica)),
     );
     let notifier =
-        watch::EventNotifier::connect(&redis_client, orchestrator.store().events_channel(), &shutdown).await?;
+        watch::EventNotifier::connect(&redis_client, orchestrator.store().events_channel(), watchers, &shutdown)
+            .await?;
     let api = OrderApi {
         orchestrator: orchestrator.clone(),
         notifier,

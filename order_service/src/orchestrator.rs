@@ -22,7 +22,7 @@ use messaging::{Publisher, envelope::now_millis};
 use redis::{AsyncCommands, aio::ConnectionManager};
 use saga::{
     Clock, Ignored, Outcome, SagaDefinition, SagaMachine, SagaState, SagaStatus, Transition,
-    store::{SagaStore, SaveOutcome, StoreError},
+    store::{LocalWatchers, SagaStore, SaveOutcome, StoreError},
 };
 use tracing::Instrument;
 
@@ -114,6 +114,9 @@ struct Inner {
 
 impl Orchestrator {
     /// `cache_entries`: how many running sagas' states to keep in memory (0: none).
+    /// `local_watchers`: this replica's watchers, which its saves then feed
+    /// directly ([`saga::store::LocalWatchers`]); `None` publishes every notice.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         definition: SagaDefinition,
         domain: OrderDomain,
@@ -122,8 +125,12 @@ impl Orchestrator {
         publisher: Publisher,
         queues: Queues,
         cache_entries: usize,
+        local_watchers: Option<LocalWatchers>,
     ) -> Self {
-        let store = SagaStore::new(redis.clone(), key_prefix.clone());
+        let mut store = SagaStore::new(redis.clone(), key_prefix.clone());
+        if let Some(local) = local_watchers {
+            store = store.with_local_watchers(local);
+        }
         let cache = NonZeroUsize::new(cache_entries).map(|n| Mutex::new(lru::LruCache::new(n)));
         let metrics = crate::metrics::SagaMetrics::new(&definition);
         Self {

@@ -8,10 +8,12 @@
 //! ([`saga::store::SagaStore::events_channel`], [`EventsNotice`]); each replica
 //! holds one subscribed connection ([`EventNotifier`]) and hands each notice to the
 //! watchers of that saga, which send its events on when they follow the last event
-//! the watcher sent. Pub/sub is at most once, so the stream stays the truth: a
-//! watcher reads it (`XRANGE`, on the shared connection) when it starts, when a
-//! notice does not follow what it has sent, after the subscription reconnects, and
-//! after every quiet `recheck` (`WATCH_RECHECK_MS`).
+//! the watcher sent. A saga watched through this replica alone is marked with its
+//! id, and this replica's own saves of it hand the notice to its watchers directly
+//! ([`WatcherMap::local`]) instead of through Redis. Pub/sub is at most once, so the
+//! stream stays the truth: a watcher reads it (`XRANGE`, on the shared connection)
+//! when it starts, when a notice does not follow what it has sent, after the
+//! subscription reconnects, and after every quiet `recheck` (`WATCH_RECHECK_MS`).
 
 use std::{
     collections::HashMap,
@@ -24,7 +26,7 @@ use redis::{
     PushInfo, PushKind,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
-use saga::store::{EventsNotice, SagaStore, StoredEvent, stream_id_cmp};
+use saga::store::{EventsNotice, LocalWatchers, SagaStore, StoredEvent, stream_id_cmp};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -56,6 +58,21 @@ pub struct EventNotifier {
 
 #[derive(Default)]
 struct Watchers(Mutex<HashMap<String, Watched>>);
+
+/// This replica's watchers by saga id, made before the store and the notifier:
+/// the events channel feeds them ([`EventNotifier::connect`]), and so do this
+/// replica's own saves of the sagas it alone watches ([`Self::local`]).
+#[derive(Clone, Default)]
+pub struct WatcherMap(Arc<Watchers>);
+
+impl WatcherMap {
+    /// For [`saga::store::SagaStore::with_local_watchers`]: `replica` names this
+    /// process among the namespace's replicas.
+    pub fn local(&self, replica: String) -> LocalWatchers {
+        let watchers = self.0.clone();
+        LocalWatchers { replica, sink: Arc::new(move |order_id: &str, notice| watchers.deliver(order_id, notice)) }
+    }
+}
 
 /// The latest notice for one saga's watchers on this replica: `None` means "read
 /// the stream" (a wake-up without events, e.g. after a reconnect).
@@ -101,6 +118,13 @@ impl Watchers {
         watched.wakeups.send_replace(notice);
     }
 
+    /// Hands a notice of this replica's own save to the watchers of its saga.
+    fn deliver(&self, order_id: &str, notice: EventsNotice) {
+        if let Some(watched) = self.map().get(order_id) {
+            watched.wakeups.send_replace(Some(Arc::new(notice)));
+        }
+    }
+
     fn wake_all(&self) {
         for watched in self.map().values() {
             watched.wakeups.send_replace(None);
@@ -132,12 +156,13 @@ impl EventNotifier {
     pub async fn connect(
         client: &redis::Client,
         channel: String,
+        watchers: WatcherMap,
         shutdown: &CancellationToken,
     ) -> Result<Self, NotifierError> {
         let info = client.get_connection_info().clone();
         let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(resp3))?;
-        let watchers = Arc::new(Watchers::default());
+        let WatcherMap(watchers) = watchers;
         let sink = watchers.clone();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))

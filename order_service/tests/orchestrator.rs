@@ -560,3 +560,40 @@ async fn a_live_watch_is_woken_by_the_save_not_by_rereading() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn watches_through_either_of_two_replicas_are_woken_by_the_saves_of_both() {
+    let env = TestEnv::new("order-watch-replicas").await.expect("env");
+    // Without a wake-up, a stream would not read again for an hour.
+    let quiet = |s: &mut Settings| s.watch_recheck = Duration::from_secs(3600);
+    let (mut a, mut b) = (spawn(&env, quiet).await, spawn(&env, quiet).await);
+    // Both replicas consume the one replies queue, so either may save a step: a
+    // watch through B alone gets B's saves from B itself and A's through Redis;
+    // a saga watched through both gets every save through Redis. Each order is
+    // created on A and its one reply rejects it.
+    for watched_through_both in [false, false, false, false, true] {
+        let order_id = a.client.create_order(order(2, "")).await.expect("create").into_inner().order_id;
+        let request = WatchOrderRequest { order_id: order_id.clone(), after_event_id: String::new() };
+        let mut streams = vec![b.client.watch_order(request.clone()).await.expect("watch B").into_inner()];
+        if watched_through_both {
+            streams.push(a.client.watch_order(request).await.expect("watch A").into_inner());
+        }
+        for stream in &mut streams {
+            let mut next = async || tokio::time::timeout(WAIT, stream.message()).await.expect("in time").expect("ok");
+            while next().await.expect("replayed event").r#type != SagaEventType::CommandSent as i32 {}
+        }
+        let (command, _) = env.take_command(CONSUMER_QUEUE, WAIT).await.expect("VerifyConsumer");
+        env.reply(&command, &suspended()).await.expect("reply");
+        for stream in &mut streams {
+            let mut next = async || tokio::time::timeout(WAIT, stream.message()).await.expect("in time").expect("ok");
+            let failed = next().await.expect("live event");
+            assert_eq!((failed.r#type, failed.code.as_str()), (SagaEventType::StepFailed as i32, "CONSUMER_SUSPENDED"));
+            let end = next().await.expect("terminal event");
+            assert!(end.terminal && end.r#type == SagaEventType::OrderRejected as i32, "{end:?}");
+            assert!(next().await.is_none(), "the stream ends after the terminal event");
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+    env.cleanup().await;
+}

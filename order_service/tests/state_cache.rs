@@ -28,6 +28,7 @@ fn replica(env: &TestEnv, queues: &Queues) -> Orchestrator {
         Publisher::new(env.broker.clone(), declare),
         queues.clone(),
         64,
+        None,
     )
 }
 

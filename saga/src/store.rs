@@ -2,13 +2,13 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{p}saga:{<id>}` | hash | `v` version, `s` state (JSON), `label` (e.g. the order state), `e` the id of its last event, `u` whether the indexes hold it as unfinished (`1`/`0`), `w` set once someone watched it ([`SagaStore::watch_and_load`]) |
+//! | `{p}saga:{<id>}` | hash | `v` version, `s` state (JSON), `label` (e.g. the order state), `e` the id of its last event, `u` whether the indexes hold it as unfinished (`1`/`0`), `w` who watches it, set by the first watch ([`SagaStore::watch_and_load`]): the one replica that does, or `*` for several (or for a store without [`LocalWatchers`]) |
 //! | `{p}saga:{<id>}:events` | stream | one entry per event, its one field `event` a JSON object ([`StoredEvent`]); watchers replay and tail it |
 //! | `{p}sagas:wake` | sorted set | saga id by the time the sweeper must look at it |
 //! | `{p}sagas:unfinished` | sorted set | running, compensating or parked sagas by creation time (stuck = unfinished too long) |
 //! | `{p}sagas:all`, `{p}sagas:label:<label>` | sorted sets | ids for listing (UUIDv7 ids sort by time) |
 //! | `{p}sagas:finished` | sorted set | finished sagas by the time they finished: what [`SagaStore::prune`] deletes after the retention |
-//! | `{p}sagas:events` | pub/sub channel | every save that stores events of a watched saga (`w` set) publishes the saga's id and those events ([`EventsNotice`]): watchers follow it instead of each blocking a connection on its stream, and sagas nobody watches cost no message to every replica |
+//! | `{p}sagas:events` | pub/sub channel | every save that stores events of a watched saga (`w` set) publishes the saga's id and those events ([`EventsNotice`]): watchers follow it instead of each blocking a connection on its stream, and sagas nobody watches cost no message to every replica. A save by the one replica that watches the saga publishes nothing: it hands the events to its own watchers ([`LocalWatchers`]) |
 //!
 //! A finished saga is kept for a retention period, then [`SagaStore::prune`] deletes
 //! its hash, its event stream, its index entries and the key that pointed at it
@@ -42,6 +42,8 @@ pub enum StoreError {
     Corrupt { id: String, source: serde_json::Error },
     #[error("saga state does not encode: {0}")]
     Encode(serde_json::Error),
+    #[error("the save script answered {0:?}, not a version")]
+    Reply(Vec<String>),
 }
 
 /// The result of a compare-and-set write.
@@ -54,6 +56,28 @@ pub enum SaveOutcome {
     /// Creating, but a saga with this id exists (an idempotent retry).
     AlreadyExists,
 }
+
+/// This replica's own watchers, for [`SagaStore::with_local_watchers`].
+///
+/// The decision a reader must know: a save hands its events to `sink` instead of
+/// publishing them only when the saga's `w` names `replica` alone, i.e. when every
+/// watch of the saga so far went through this replica. A second replica's watch
+/// turns `w` into `*` for good, and from then on every save publishes, as a save
+/// by any other replica always does. So the common deployment, one replica that
+/// both saves and serves the watch, sends no notice through Redis, and no watcher
+/// of another replica can miss one.
+#[derive(Clone)]
+pub struct LocalWatchers {
+    /// This replica's id, unique among the replicas of a namespace and over
+    /// restarts (a watcher does not outlive its process, its mark does); not `*`.
+    pub replica: String,
+    /// Called with the saga's id and the notice, as a subscriber would receive it,
+    /// right after the save that stored the events.
+    pub sink: NoticeSink,
+}
+
+/// Where [`LocalWatchers`] hand a notice: the saga's id and the notice.
+pub type NoticeSink = std::sync::Arc<dyn Fn(&str, EventsNotice) + Send + Sync>;
 
 /// Fields of every stored event: `kind`, `step`, `attempt`, `code`, `message`,
 /// `status`, `label`, `at`.
@@ -109,6 +133,28 @@ struct EventRecord<'a> {
     status: &'a str,
     label: &'a str,
     at: i64,
+}
+
+impl EventRecord<'_> {
+    /// The event with its stream id, field for field as a subscriber parses it
+    /// from the notice: what a save hands to this replica's own watchers.
+    fn stored(&self, id: String) -> StoredEvent {
+        let [kind, step, attempt, code, message, status, label, at] = EVENT_FIELD_NAMES;
+        let mut fields = Vec::with_capacity(EVENT_FIELDS);
+        fields.push((Cow::Borrowed(kind), self.kind.to_owned()));
+        fields.push((Cow::Borrowed(step), self.step.to_owned()));
+        fields.push((Cow::Borrowed(attempt), self.attempt.to_string()));
+        if !self.code.is_empty() {
+            fields.push((Cow::Borrowed(code), self.code.to_owned()));
+        }
+        if !self.message.is_empty() {
+            fields.push((Cow::Borrowed(message), self.message.to_owned()));
+        }
+        fields.push((Cow::Borrowed(status), self.status.to_owned()));
+        fields.push((Cow::Borrowed(label), self.label.to_owned()));
+        fields.push((Cow::Borrowed(at), self.at.to_string()));
+        StoredEvent { id, fields }
+    }
 }
 
 /// One event as stored in a saga's stream.
@@ -318,7 +364,11 @@ const SAVE: &str = r#"
 -- KEYS: 1 state, 2 events, 3 wake, 4 active, 5 all, 6 old label index, 7 new label index, 8 finished
 -- ARGV: 1 expected version (0: create), 2 state json, 3 wake-at ms or '', 4 saga id,
 --       5 created-at ms, 6 unfinished '1'/'0', 7 label, 8 updated-at ms, 9 linked key or '',
---       10 events channel, 11.. the events, one JSON object each
+--       10 events channel, 11 this replica's id or '' (no local watchers),
+--       12.. the events, one JSON object each
+-- Returns {version} or, when this replica alone watches the saga, {version, the id
+-- of the entry before the events, the events' ids}: the caller hands them to its
+-- own watchers. {'-1'}: it exists already (create); {'0'}: the version moved.
 -- The hash's 'u' is the unfinished flag the indexes were last moved for: a save that
 -- does not change it (most do not) leaves the unfinished and finished indexes alone.
 -- 'w' is set once a watch started: only then is there anyone to notify.
@@ -328,13 +378,13 @@ local stored = redis.call('HMGET', KEYS[1], 'v', 'e', 'u', 'w')
 local current = stored[1]
 local creating = ARGV[1] == '0'
 if creating then
-  if current then return -1 end
+  if current then return { '-1' } end
 elseif current ~= ARGV[1] then
-  return 0
+  return { '0' }
 end
 local version = (tonumber(current) or 0) + 1
 local ids = {}
-for i = 11, #ARGV do
+for i = 12, #ARGV do
   ids[#ids + 1] = redis.call('XADD', KEYS[2], '*', 'event', ARGV[i])
 end
 local hash = { 'v', version, 's', ARGV[2], 'label', ARGV[7] }
@@ -375,19 +425,25 @@ elseif KEYS[6] ~= KEYS[7] then
   redis.call('ZADD', KEYS[7], 0, ARGV[4])
 end
 if #ids > 0 and stored[4] then
+  local prev = stored[2] or ''
+  if ARGV[11] ~= '' and stored[4] == ARGV[11] then
+    local reply = { tostring(version), prev }
+    for i = 1, #ids do reply[#reply + 1] = ids[i] end
+    return reply
+  end
   -- "<saga id>\n<JSON>": the events themselves, so a watcher needs no read of the
   -- stream, and the id of the entry before them, so it can tell it missed none.
   -- The events are the arguments as they came: Lua never decodes them.
-  local prev = stored[2] or ''
   redis.call('PUBLISH', ARGV[10], ARGV[4] .. '\n{"prev":' .. cjson.encode(prev) ..
-    ',"ids":' .. cjson.encode(ids) .. ',"events":[' .. table.concat(ARGV, ',', 11) .. ']}')
+    ',"ids":' .. cjson.encode(ids) .. ',"events":[' .. table.concat(ARGV, ',', 12) .. ']}')
 end
-return version
+return { tostring(version) }
 "#;
 
-/// Sets the saga hash's `w` (watched) field, only if the saga exists.
-const MARK_WATCHED: &str =
-    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'w', '1') end return 0";
+/// Marks the saga watched, only if it exists: `w` becomes ARGV[1] (this replica's
+/// id, or `*`) when unset, and `*` when it names another replica.
+const MARK_WATCHED: &str = "if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HSETNX', KEYS[1], 'w', ARGV[1]) == 0 \
+     and redis.call('HGET', KEYS[1], 'w') ~= ARGV[1] then redis.call('HSET', KEYS[1], 'w', '*') end return 0";
 
 /// Deletes up to ARGV[2] sagas that finished at or before ARGV[1], with their
 /// events, index entries and linked key (deleted only while it still names the
@@ -431,6 +487,7 @@ pub struct SagaStore {
     save: std::sync::Arc<redis::Script>,
     claim: std::sync::Arc<redis::Script>,
     prune: std::sync::Arc<redis::Script>,
+    local: Option<LocalWatchers>,
 }
 
 /// The keys every saga of a namespace shares.
@@ -460,6 +517,26 @@ impl SagaStore {
             save: std::sync::Arc::new(redis::Script::new(SAVE)),
             claim: std::sync::Arc::new(redis::Script::new(CLAIM)),
             prune: std::sync::Arc::new(redis::Script::new(PRUNE)),
+            local: None,
+        }
+    }
+
+    /// Makes this store a replica with watchers of its own: its watches mark sagas
+    /// with `local.replica`, and its saves of sagas watched only through it hand
+    /// their events to `local.sink` instead of publishing them ([`LocalWatchers`]).
+    /// Without it, a watch marks a saga `*` and every save of a watched saga
+    /// publishes.
+    pub fn with_local_watchers(mut self, local: LocalWatchers) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    /// The id a watch marks a saga with, and a save compares with its mark; empty
+    /// without local watchers (`*`, which means several, is no replica's id).
+    fn replica(&self) -> &str {
+        match self.local.as_ref().map(|local| local.replica.as_str()) {
+            Some("*") | None => "",
+            Some(replica) => replica,
         }
     }
 
@@ -535,6 +612,10 @@ impl SagaStore {
             .arg(MARK_WATCHED)
             .arg(1)
             .arg(&state_key)
+            .arg(match self.replica() {
+                "" => "*",
+                replica => replica,
+            })
             .ignore()
             .cmd("HMGET")
             .arg(&state_key)
@@ -569,20 +650,22 @@ impl SagaStore {
         let status = state.status.as_str();
         // Each event is one JSON object: the value of its stream entry and, as Lua
         // concatenates them, the notice's events.
-        let records = events
+        let event_records: Vec<EventRecord<'_>> = events
             .iter()
-            .map(|e| {
-                serde_json::to_string(&EventRecord {
-                    kind: e.kind.as_str(),
-                    step: definition.step_name(e.step),
-                    attempt: e.attempt,
-                    code: &e.code,
-                    message: &e.message,
-                    status,
-                    label,
-                    at: state.updated_at_ms,
-                })
+            .map(|e| EventRecord {
+                kind: e.kind.as_str(),
+                step: definition.step_name(e.step),
+                attempt: e.attempt,
+                code: &e.code,
+                message: &e.message,
+                status,
+                label,
+                at: state.updated_at_ms,
             })
+            .collect();
+        let records = event_records
+            .iter()
+            .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::Encode)?;
         let id = &state.saga_id;
@@ -590,7 +673,7 @@ impl SagaStore {
         // every argument in a `Vec` of its own, and the keys are written straight
         // into the command's buffer rather than formatted into strings first.
         let events_len: usize = records.iter().map(String::len).sum();
-        let mut cmd = redis::Cmd::with_capacity(21 + records.len(), 512 + json.len() + events_len);
+        let mut cmd = redis::Cmd::with_capacity(22 + records.len(), 512 + json.len() + events_len);
         cmd.arg("EVALSHA")
             .arg(self.save.get_hash())
             .arg(8)
@@ -612,9 +695,10 @@ impl SagaStore {
             .arg(state.updated_at_ms)
             .arg(linked_key.unwrap_or_default())
             .arg(&self.keys.events_channel)
+            .arg(self.replica())
             .arg(&records);
         let mut conn = self.conn.clone();
-        let result: i64 = match cmd.query_async(&mut conn).await {
+        let reply: Vec<String> = match cmd.query_async(&mut conn).await {
             // Redis restarted or its script cache was flushed: load it and send again.
             Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 self.save.load_async(&mut conn).await?;
@@ -622,11 +706,21 @@ impl SagaStore {
             }
             result => result?,
         };
-        Ok(match result {
-            -1 => SaveOutcome::AlreadyExists,
-            0 => SaveOutcome::Conflict,
-            v => SaveOutcome::Saved(v as u64),
-        })
+        let outcome = match reply.first().map(|code| code.parse::<i64>()) {
+            Some(Ok(-1)) => SaveOutcome::AlreadyExists,
+            Some(Ok(0)) => SaveOutcome::Conflict,
+            Some(Ok(version)) if version > 0 => SaveOutcome::Saved(version as u64),
+            _ => return Err(StoreError::Reply(reply)),
+        };
+        // Watched through this replica alone: the script published nothing and
+        // returned the ids it gave the events, for this replica's watchers.
+        if let (Some(local), [_, prev, ids @ ..]) = (&self.local, reply.as_slice())
+            && ids.len() == event_records.len()
+        {
+            let events = event_records.iter().zip(ids).map(|(record, id)| record.stored(id.clone())).collect();
+            (local.sink)(id, EventsNotice { prev: prev.clone(), events });
+        }
+        Ok(outcome)
     }
 
     /// Ids of sagas whose wake time is at or before `now_ms`, oldest first.
@@ -771,7 +865,7 @@ fn stored_events(entries: StreamEntries) -> Vec<StoredEvent> {
 mod tests {
     use std::borrow::Cow;
 
-    use super::{EventsNotice, StoredEvent};
+    use super::{EventRecord, EventsNotice, StoredEvent};
 
     #[test]
     fn a_notice_reads_escaped_values_and_unknown_fields_and_keeps_known_names_borrowed() {
@@ -831,5 +925,25 @@ mod tests {
             EventsNotice::parse(r#"{"prev":"","ids":["3-0"],"events":[["kind","STEP_SUCCEEDED","step","PAY"]]}"#)
                 .expect("parses");
         assert_eq!(notice.events, vec![from_stream]);
+    }
+
+    #[test]
+    fn a_local_notices_event_is_the_one_a_subscriber_parses_from_the_record() {
+        let record = |code, message| EventRecord {
+            kind: "STEP_FAILED",
+            step: "PAY",
+            attempt: 2,
+            code,
+            message,
+            status: "COMPENSATING",
+            label: "PENDING",
+            at: 1_733_500_000_000,
+        };
+        for record in [record("NO", "said \"no\" é\n"), record("", "")] {
+            let json = serde_json::to_string(&record).expect("encodes");
+            let published =
+                EventsNotice::parse(&format!(r#"{{"prev":"1-0","ids":["2-0"],"events":[{json}]}}"#)).expect("parses");
+            assert_eq!(vec![record.stored("2-0".into())], published.events, "{json}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use saga::{
     Clock, Compensation, Outcome, RetryPolicy, SagaDefinition, SagaDomain, SagaMachine, SagaState, StepDefinition,
     StepFailure, StepKind,
-    store::{EventsNotice, SagaStore, SaveOutcome},
+    store::{EventsNotice, LocalWatchers, SagaStore, SaveOutcome},
 };
 
 struct Domain;
@@ -267,15 +267,20 @@ async fn prune_deletes_sagas_finished_before_the_cutoff_with_their_indexes_and_l
     cleanup(&mut conn, &prefix).await;
 }
 
+/// The messages of `store`'s events channel, from now on.
+async fn subscribe(store: &SagaStore) -> redis::aio::PubSubStream {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut pubsub = redis::Client::open(url).expect("url").get_async_pubsub().await.expect("pubsub");
+    pubsub.subscribe(store.events_channel()).await.expect("subscribe");
+    pubsub.into_on_message()
+}
+
 #[tokio::test]
 async fn a_watched_sagas_save_publishes_its_events_after_the_previous_ones_and_other_saves_do_not() {
     let (store, mut conn, prefix) = store().await;
     let def = definition();
     let machine = SagaMachine::new(&def, &Domain);
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let mut pubsub = redis::Client::open(url).expect("url").get_async_pubsub().await.expect("pubsub");
-    pubsub.subscribe(store.events_channel()).await.expect("subscribe");
-    let mut messages = pubsub.into_on_message();
+    let mut messages = subscribe(&store).await;
     let next_message = async |messages: &mut redis::aio::PubSubStream| {
         use futures::StreamExt;
         let message = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
@@ -323,5 +328,94 @@ async fn a_watched_sagas_save_publishes_its_events_after_the_previous_ones_and_o
          without events published nothing, and it follows the events the watch read"
     );
     assert_eq!(second.events, store.events_after(id, first_id.as_deref(), 100).await.expect("events"));
+    cleanup(&mut conn, &prefix).await;
+}
+
+/// A store of one more replica on `plain`'s namespace, with the notices its saves
+/// hand to its own watchers.
+type Delivered = std::sync::Arc<std::sync::Mutex<Vec<(String, EventsNotice)>>>;
+
+fn replica(plain: &SagaStore, name: &str) -> (SagaStore, Delivered) {
+    let delivered = Delivered::default();
+    let sink = delivered.clone();
+    let local = LocalWatchers {
+        replica: name.into(),
+        sink: std::sync::Arc::new(move |id: &str, notice| {
+            sink.lock().expect("not poisoned").push((id.to_owned(), notice));
+        }),
+    };
+    (plain.clone().with_local_watchers(local), delivered)
+}
+
+#[tokio::test]
+async fn a_saga_watched_through_one_replica_alone_gets_that_replicas_events_without_the_channel() {
+    let (plain, mut conn, prefix) = store().await;
+    let (a, to_a) = replica(&plain, "replica-a");
+    let (b, to_b) = replica(&plain, "replica-b");
+    let def = definition();
+    let machine = SagaMachine::new(&def, &Domain);
+    let mut messages = subscribe(&plain).await;
+    let mut next_message = async || {
+        use futures::StreamExt;
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+        message.ok().flatten().map(|m| m.get_payload::<String>().expect("payload")).expect("a message")
+    };
+    // Messages on one channel arrive in order: if this one comes first, nothing
+    // was published before it.
+    let sentinel = async |conn: &mut redis::aio::ConnectionManager| {
+        let _: i64 = redis::AsyncCommands::publish(conn, plain.events_channel(), "sentinel").await.expect("publish");
+    };
+    let mark = async |conn: &mut redis::aio::ConnectionManager, id: &str| -> Option<String> {
+        redis::AsyncCommands::hget(conn, plain.state_key(id), "w").await.expect("hget")
+    };
+    // Loads the saga, lets `decide` move it, and saves it through `store`.
+    let step = async |store: &SagaStore, id: &str, decide: &dyn Fn(&mut SagaState<u32>) -> saga::Transition| {
+        let mut stored: SagaState<u32> = store.load(id).await.expect("load").expect("exists");
+        let label = "PENDING";
+        let t = decide(&mut stored);
+        assert!(!t.events.is_empty());
+        let saved = store.save(&def, &stored, &t.events, Some(label), label, None).await.expect("save");
+        assert!(matches!(saved, SaveOutcome::Saved(_)), "{saved:?}");
+    };
+    let clock = |now_ms| Clock { now_ms, jitter: 0.0 };
+    let reply = |stored: &mut SagaState<u32>| {
+        let command = stored.pending.clone().expect("awaits a reply").message_id;
+        machine.on_reply(stored, &command, Outcome::Success(()), clock(1_500)).expect("applies")
+    };
+
+    let id = "0190b5c2-0000-7000-8000-0000000000c1";
+    let (state, t) = machine.start(id.into(), 0, clock(1_000));
+    a.save(&def, &state, &t.events, None, "PENDING", None).await.expect("create");
+    let (_, first) = a.watch_and_load::<u32>(id, None, 100).await.expect("watch through A");
+    assert_eq!(mark(&mut conn, id).await.as_deref(), Some("replica-a"));
+    let first_id = first.last().map(|e| e.id.clone()).expect("the start's events");
+
+    // A saves (a timed-out attempt, sent again): A's watchers get the events from
+    // the save itself, and nothing goes through Redis.
+    step(&a, id, &|s| machine.on_wake(s, clock(5_000)).expect("times out")).await;
+    let delivered = to_a.lock().expect("not poisoned").clone();
+    let [(saga, notice)] = delivered.as_slice() else { panic!("one local notice: {delivered:?}") };
+    assert_eq!((saga.as_str(), notice.prev.as_str()), (id, first_id.as_str()));
+    assert_eq!(notice.events, a.events_after(id, Some(&first_id), 100).await.expect("events"));
+    sentinel(&mut conn).await;
+    assert_eq!(next_message().await, "sentinel", "A's save published nothing");
+
+    // B saves it: B is not the replica that watches, so its save publishes.
+    step(&b, id, &reply).await;
+    let message = next_message().await;
+    let (saga, json) = EventsNotice::split(&message);
+    let published = EventsNotice::parse(json.expect("events")).expect("parses");
+    assert_eq!((saga, published.prev.as_str()), (id, notice.last_id().expect("events")));
+    assert!(to_b.lock().expect("not poisoned").is_empty(), "B has no watcher of this saga");
+
+    // A watch through B as well: from now on every save publishes, A's too.
+    b.watch_and_load::<u32>(id, None, 100).await.expect("watch through B");
+    assert_eq!(mark(&mut conn, id).await.as_deref(), Some("*"));
+    a.watch_and_load::<u32>(id, None, 100).await.expect("watch through A again");
+    assert_eq!(mark(&mut conn, id).await.as_deref(), Some("*"), "a mark of several replicas stays");
+    step(&a, id, &reply).await;
+    let message = next_message().await;
+    assert_eq!(EventsNotice::split(&message).0, id, "A's save published");
+    assert_eq!(to_a.lock().expect("not poisoned").len(), 1, "and handed nothing to A's watchers directly");
     cleanup(&mut conn, &prefix).await;
 }
