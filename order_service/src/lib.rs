@@ -157,8 +157,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<Runn
     );
     let watchers = watch::WatcherMap::default();
     // A new id per process: a watcher does not outlive it, so neither may the id
-    // its watches mark sagas with.
-    let replica = uuid::Uuid::new_v4().simple().to_string();
+    // its watches mark sagas with. 64 random bits: every watched saga's hash keeps
+    // it, and two processes sharing one would only cost a watcher its notices
+    // until WATCH_RECHECK_MS.
+    let replica = format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0);
     let orchestrator = Orchestrator::new(
         create_order_saga::definition(settings.saga)?,
         OrderDomain { max_total_minor: settings.max_order_total_minor },
