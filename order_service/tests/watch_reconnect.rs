@@ -39,7 +39,8 @@ async fn a_watch_is_still_woken_by_saves_after_its_subscription_connection_is_ki
     let service = order_service::run(settings, shutdown.clone()).await.expect("order_service starts");
     wait_serving(service.grpc_addr, WAIT).await.expect("serving");
     let mut client = OrderServiceClient::new(grpc_channel(service.grpc_addr).await.expect("channel"));
-    let channel = saga::store::SagaStore::new(env.redis.clone(), env.namespace.key_prefix("order")).events_channel();
+    let store = saga::store::SagaStore::new(env.redis.clone(), env.namespace.key_prefix("order"));
+    let channel = store.events_channel();
     let mut redis = env.redis.clone();
     let subscribers = async |redis: &mut redis::aio::ConnectionManager| -> anyhow::Result<i64> {
         let (_, n): (String, i64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(redis).await?;
@@ -55,12 +56,15 @@ async fn a_watch_is_still_woken_by_saves_after_its_subscription_connection_is_ki
     };
     let order_id = client.create_order(request).await.expect("create").into_inner().order_id;
     let mut stream = client
-        .watch_order(WatchOrderRequest { order_id, after_event_id: String::new() })
+        .watch_order(WatchOrderRequest { order_id: order_id.clone(), after_event_id: String::new() })
         .await
         .expect("watch")
         .into_inner();
     let mut next = async || tokio::time::timeout(WAIT, stream.message()).await.expect("an event in time").expect("ok");
     while next().await.expect("replayed event").r#type != SagaEventType::CommandSent as i32 {}
+    // Marked as a second replica's watch would mark it: the replica's own saves
+    // would otherwise feed its watcher directly, and never use the subscription.
+    let _: i64 = redis::AsyncCommands::hset(&mut redis, store.state_key(&order_id), "w", "*").await.expect("mark");
 
     // Drop the subscription, and store the next event at once, without waiting for
     // the new subscription: the event may land before it is back.
