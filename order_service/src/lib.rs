@@ -171,8 +171,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<Runn
         settings.state_cache_entries,
         Some(watchers.local(replica)),
     );
+    let channels = [Some(orchestrator.store().events_channel()), orchestrator.store().replica_events_channel()];
     let notifier =
-        watch::EventNotifier::connect(&redis_client, orchestrator.store().events_channel(), watchers, &shutdown)
+        watch::EventNotifier::connect(&redis_client, channels.into_iter().flatten().collect(), watchers, &shutdown)
             .await?;
     let api = OrderApi {
         orchestrator: orchestrator.clone(),

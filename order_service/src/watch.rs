@@ -4,13 +4,14 @@
 //! The decision a reader must know: a watcher does not block a Redis connection of
 //! its own on its saga's stream. Every save that stores events of a saga someone
 //! has watched ([`SagaStore::watch_and_load`] marks it) publishes the saga's id and
-//! those events on one channel per namespace
-//! ([`saga::store::SagaStore::events_channel`], [`EventsNotice`]); each replica
-//! holds one subscribed connection ([`EventNotifier`]) and hands each notice to the
-//! watchers of that saga, which send its events on when they follow the last event
-//! the watcher sent. A saga watched through this replica alone is marked with its
-//! id, and this replica's own saves of it hand the notice to its watchers directly
-//! ([`WatcherMap::local`]) instead of through Redis. Pub/sub is at most once, so the
+//! those events ([`EventsNotice`]): on the channel of the one replica that watches
+//! it ([`saga::store::SagaStore::replica_events_channel`]), or on the namespace's
+//! ([`saga::store::SagaStore::events_channel`]) when several do. Each replica
+//! holds one connection subscribed to both ([`EventNotifier`]) and hands each
+//! notice to the watchers of that saga, which send its events on when they follow
+//! the last event the watcher sent. This replica's own saves of a saga it alone
+//! watches hand the notice to its watchers directly ([`WatcherMap::local`]),
+//! without Redis. Pub/sub is at most once, so the
 //! stream stays the truth: a watcher reads it (`XRANGE`, on the shared connection)
 //! when it starts, when a notice does not follow what it has sent, after the
 //! subscription reconnects, and after every quiet `recheck` (`WATCH_RECHECK_MS`).
@@ -150,12 +151,12 @@ impl Watchers {
 }
 
 impl EventNotifier {
-    /// Subscribes to `channel` on a connection of its own (RESP3, so it can also
+    /// Subscribes to `channels` on a connection of its own (RESP3, so it can also
     /// carry the pushes; re-subscribed automatically after a reconnect). Retries
     /// with backoff until Redis answers or `shutdown`, as the store's connection does.
     pub async fn connect(
         client: &redis::Client,
-        channel: String,
+        channels: Vec<String>,
         watchers: WatcherMap,
         shutdown: &CancellationToken,
     ) -> Result<Self, NotifierError> {
@@ -176,7 +177,7 @@ impl EventNotifier {
         loop {
             let attempt = async {
                 let mut connection = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
-                connection.subscribe(&channel).await?;
+                connection.subscribe(&channels).await?;
                 Ok::<_, redis::RedisError>(connection)
             };
             match attempt.await {

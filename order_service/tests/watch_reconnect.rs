@@ -84,6 +84,10 @@ async fn a_watch_is_still_woken_by_saves_after_its_subscription_connection_is_ki
     eventually(WAIT, || async { Ok((subscribers(&mut env.redis.clone()).await? == 1).then_some(())) })
         .await
         .expect("subscribed again");
+    // To the replica's own channel as well (the sagas it alone watches).
+    let own: Vec<String> =
+        redis::cmd("PUBSUB").arg("CHANNELS").arg(format!("{channel}:*")).query_async(&mut redis).await.expect("list");
+    assert_eq!(own.len(), 1, "the replica's own channel is subscribed again: {own:?}");
     let (command, _) = env.take_command(RESTAURANT_QUEUE, WAIT).await.expect("CreateTicket");
     let refused = restaurant::CreateTicketReply {
         outcome: Some(restaurant::create_ticket_reply::Outcome::Failure(Failure::business(

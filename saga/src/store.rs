@@ -8,7 +8,8 @@
 //! | `{p}sagas:unfinished` | sorted set | running, compensating or parked sagas by creation time (stuck = unfinished too long) |
 //! | `{p}sagas:all`, `{p}sagas:label:<label>` | sorted sets | ids for listing (UUIDv7 ids sort by time) |
 //! | `{p}sagas:finished` | sorted set | finished sagas by the time they finished: what [`SagaStore::prune`] deletes after the retention |
-//! | `{p}sagas:events` | pub/sub channel | every save that stores events of a watched saga (`w` set) publishes the saga's id and those events ([`EventsNotice`]): watchers follow it instead of each blocking a connection on its stream, and sagas nobody watches cost no message to every replica. A save by the one replica that watches the saga publishes nothing: it hands the events to its own watchers ([`LocalWatchers`]) |
+//! | `{p}sagas:events` | pub/sub channel | every save that stores events of a saga watched through several replicas (`w` is `*`) publishes the saga's id and those events ([`EventsNotice`]): watchers follow it instead of each blocking a connection on its stream, and sagas nobody watches cost no message to every replica |
+//! | `{p}sagas:events:<replica>` | pub/sub channel | the same, for a saga watched through that replica alone, when another replica saves it: only the watching replica receives it. A save by the watching replica itself publishes nothing: it hands the events to its own watchers ([`LocalWatchers`]) |
 //!
 //! A finished saga is kept for a retention period, then [`SagaStore::prune`] deletes
 //! its hash, its event stream, its index entries and the key that pointed at it
@@ -61,11 +62,15 @@ pub enum SaveOutcome {
 ///
 /// The decision a reader must know: a save hands its events to `sink` instead of
 /// publishing them only when the saga's `w` names `replica` alone, i.e. when every
-/// watch of the saga so far went through this replica. A second replica's watch
-/// turns `w` into `*` for good, and from then on every save publishes, as a save
-/// by any other replica always does. So the common deployment, one replica that
-/// both saves and serves the watch, sends no notice through Redis, and no watcher
-/// of another replica can miss one.
+/// watch of the saga so far went through this replica. A save by another replica
+/// publishes them on this replica's own channel
+/// ([`SagaStore::replica_events_channel`], which the replica must subscribe to
+/// besides [`SagaStore::events_channel`]), so only this replica receives them. A
+/// second replica's watch turns `w` into `*` for good, and from then on every save
+/// publishes on the shared channel. So the common deployment, one replica that
+/// both saves and serves the watch, sends no notice through Redis; with several,
+/// a notice goes to the replicas that watch its saga, not to all of them; and no
+/// watcher can miss one.
 #[derive(Clone)]
 pub struct LocalWatchers {
     /// This replica's id, unique among the replicas of a namespace and over
@@ -431,10 +436,14 @@ if #ids > 0 and stored[4] then
     for i = 1, #ids do reply[#reply + 1] = ids[i] end
     return reply
   end
+  -- Watched through one replica alone: its own channel. Several ('*'), or marked
+  -- by a version before replica ids ('1'): the channel every replica follows.
+  local channel = ARGV[10]
+  if stored[4] ~= '*' and stored[4] ~= '1' then channel = ARGV[10] .. ':' .. stored[4] end
   -- "<saga id>\n<JSON>": the events themselves, so a watcher needs no read of the
   -- stream, and the id of the entry before them, so it can tell it missed none.
   -- The events are the arguments as they came: Lua never decodes them.
-  redis.call('PUBLISH', ARGV[10], ARGV[4] .. '\n{"prev":' .. cjson.encode(prev) ..
+  redis.call('PUBLISH', channel, ARGV[4] .. '\n{"prev":' .. cjson.encode(prev) ..
     ',"ids":' .. cjson.encode(ids) .. ',"events":[' .. table.concat(ARGV, ',', 12) .. ']}')
 end
 return { tostring(version) }
@@ -774,12 +783,23 @@ impl SagaStore {
         Ok(stored_events(entries))
     }
 
-    /// The pub/sub channel on which every save that stores events publishes the
-    /// saga's id and the events ([`EventsNotice`]). At most once: a watcher that may
-    /// have missed a message (its connection dropped, or the notice does not follow
-    /// what it has seen) reads the stream again rather than trusting the channel.
+    /// The pub/sub channel on which a save that stores events of a watched saga
+    /// publishes the saga's id and the events ([`EventsNotice`]), unless one replica
+    /// alone watches it ([`Self::replica_events_channel`]). At most once: a watcher
+    /// that may have missed a message (its connection dropped, or the notice does
+    /// not follow what it has seen) reads the stream again rather than trusting the
+    /// channel.
     pub fn events_channel(&self) -> String {
         self.keys.events_channel.clone()
+    }
+
+    /// This replica's own channel ([`LocalWatchers`]): the notices of the sagas it
+    /// alone watches, saved by other replicas. `None` without local watchers.
+    pub fn replica_events_channel(&self) -> Option<String> {
+        match self.replica() {
+            "" => None,
+            replica => Some(format!("{}:{replica}", self.keys.events_channel)),
+        }
     }
 
     /// Saga ids newest first, optionally only those with `label`, starting after

@@ -267,11 +267,11 @@ async fn prune_deletes_sagas_finished_before_the_cutoff_with_their_indexes_and_l
     cleanup(&mut conn, &prefix).await;
 }
 
-/// The messages of `store`'s events channel, from now on.
-async fn subscribe(store: &SagaStore) -> redis::aio::PubSubStream {
+/// The messages of `channels`, from now on.
+async fn subscribe(channels: &[String]) -> redis::aio::PubSubStream {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let mut pubsub = redis::Client::open(url).expect("url").get_async_pubsub().await.expect("pubsub");
-    pubsub.subscribe(store.events_channel()).await.expect("subscribe");
+    pubsub.subscribe(channels).await.expect("subscribe");
     pubsub.into_on_message()
 }
 
@@ -280,7 +280,7 @@ async fn a_watched_sagas_save_publishes_its_events_after_the_previous_ones_and_o
     let (store, mut conn, prefix) = store().await;
     let def = definition();
     let machine = SagaMachine::new(&def, &Domain);
-    let mut messages = subscribe(&store).await;
+    let mut messages = subscribe(&[store.events_channel()]).await;
     let next_message = async |messages: &mut redis::aio::PubSubStream| {
         use futures::StreamExt;
         let message = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
@@ -348,20 +348,29 @@ fn replica(plain: &SagaStore, name: &str) -> (SagaStore, Delivered) {
 }
 
 #[tokio::test]
-async fn a_saga_watched_through_one_replica_alone_gets_that_replicas_events_without_the_channel() {
+async fn a_saga_watched_through_one_replica_alone_gets_its_events_from_that_replica_or_on_its_channel() {
     let (plain, mut conn, prefix) = store().await;
     let (a, to_a) = replica(&plain, "replica-a");
     let (b, to_b) = replica(&plain, "replica-b");
+    assert_eq!(plain.replica_events_channel(), None);
+    let (shared, a_channel, b_channel) = (
+        plain.events_channel(),
+        a.replica_events_channel().expect("A's channel"),
+        b.replica_events_channel().expect("B's channel"),
+    );
+    assert_eq!(a_channel, format!("{shared}:replica-a"));
     let def = definition();
     let machine = SagaMachine::new(&def, &Domain);
-    let mut messages = subscribe(&plain).await;
+    let mut messages = subscribe(&[shared.clone(), a_channel.clone(), b_channel]).await;
+    // The next message on any of the three channels, and its channel.
     let mut next_message = async || {
         use futures::StreamExt;
         let message = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
-        message.ok().flatten().map(|m| m.get_payload::<String>().expect("payload")).expect("a message")
+        let message = message.ok().flatten().expect("a message");
+        (message.get_channel_name().to_owned(), message.get_payload::<String>().expect("payload"))
     };
-    // Messages on one channel arrive in order: if this one comes first, nothing
-    // was published before it.
+    // Messages to one subscriber arrive in the order they were published: if this
+    // one comes first, nothing was published before it.
     let sentinel = async |conn: &mut redis::aio::ConnectionManager| {
         let _: i64 = redis::AsyncCommands::publish(conn, plain.events_channel(), "sentinel").await.expect("publish");
     };
@@ -398,11 +407,13 @@ async fn a_saga_watched_through_one_replica_alone_gets_that_replicas_events_with
     assert_eq!((saga.as_str(), notice.prev.as_str()), (id, first_id.as_str()));
     assert_eq!(notice.events, a.events_after(id, Some(&first_id), 100).await.expect("events"));
     sentinel(&mut conn).await;
-    assert_eq!(next_message().await, "sentinel", "A's save published nothing");
+    assert_eq!(next_message().await, (shared.clone(), "sentinel".to_owned()), "A's save published nothing");
 
-    // B saves it: B is not the replica that watches, so its save publishes.
+    // B saves it: B is not the replica that watches, so its save publishes, on
+    // A's channel only.
     step(&b, id, &reply).await;
-    let message = next_message().await;
+    let (channel, message) = next_message().await;
+    assert_eq!(channel, a_channel);
     let (saga, json) = EventsNotice::split(&message);
     let published = EventsNotice::parse(json.expect("events")).expect("parses");
     assert_eq!((saga, published.prev.as_str()), (id, notice.last_id().expect("events")));
@@ -414,8 +425,19 @@ async fn a_saga_watched_through_one_replica_alone_gets_that_replicas_events_with
     a.watch_and_load::<u32>(id, None, 100).await.expect("watch through A again");
     assert_eq!(mark(&mut conn, id).await.as_deref(), Some("*"), "a mark of several replicas stays");
     step(&a, id, &reply).await;
-    let message = next_message().await;
-    assert_eq!(EventsNotice::split(&message).0, id, "A's save published");
+    let (channel, message) = next_message().await;
+    assert_eq!((channel.as_str(), EventsNotice::split(&message).0), (shared.as_str(), id), "A's save published");
     assert_eq!(to_a.lock().expect("not poisoned").len(), 1, "and handed nothing to A's watchers directly");
+
+    // A saga marked by a version before replica ids (`1`): every save publishes on
+    // the shared channel, which that version's replicas follow.
+    let old = "0190b5c2-0000-7000-8000-0000000000c2";
+    let (state, t) = machine.start(old.into(), 0, clock(1_000));
+    a.save(&def, &state, &t.events, None, "PENDING", None).await.expect("create");
+    let _: i64 = redis::AsyncCommands::hset(&mut conn, plain.state_key(old), "w", "1").await.expect("old mark");
+    step(&a, old, &reply).await;
+    let (channel, message) = next_message().await;
+    assert_eq!((channel.as_str(), EventsNotice::split(&message).0), (shared.as_str(), old));
+    assert_eq!(to_a.lock().expect("not poisoned").len(), 1);
     cleanup(&mut conn, &prefix).await;
 }
