@@ -74,7 +74,8 @@ pub enum SaveOutcome {
 #[derive(Clone)]
 pub struct LocalWatchers {
     /// This replica's id, unique among the replicas of a namespace and over
-    /// restarts (a watcher does not outlive its process, its mark does); not `*`.
+    /// restarts (a watcher does not outlive its process, its mark does); not `*`
+    /// or `1`, which marks mean something else.
     pub replica: String,
     /// Called with the saga's id and the notice, as a subscriber would receive it,
     /// right after the save that stored the events.
@@ -541,10 +542,12 @@ impl SagaStore {
     }
 
     /// The id a watch marks a saga with, and a save compares with its mark; empty
-    /// without local watchers (`*`, which means several, is no replica's id).
+    /// without local watchers. `*` (several replicas) and `1` (the mark of a
+    /// version before replica ids) are no replica's id: a store given one of them
+    /// has no local watchers.
     fn replica(&self) -> &str {
         match self.local.as_ref().map(|local| local.replica.as_str()) {
-            Some("*") | None => "",
+            Some("*" | "1") | None => "",
             Some(replica) => replica,
         }
     }

@@ -353,6 +353,9 @@ async fn a_saga_watched_through_one_replica_alone_gets_its_events_from_that_repl
     let (a, to_a) = replica(&plain, "replica-a");
     let (b, to_b) = replica(&plain, "replica-b");
     assert_eq!(plain.replica_events_channel(), None);
+    for mark in ["*", "1"] {
+        assert_eq!(replica(&plain, mark).0.replica_events_channel(), None, "{mark} is a mark, not a replica's id");
+    }
     let (shared, a_channel, b_channel) = (
         plain.events_channel(),
         a.replica_events_channel().expect("A's channel"),
