@@ -21,7 +21,9 @@
 //! Next to the processes, each report carries the whole machine's share of busy
 //! and of stolen time over the same segments (`/proc/stat`): on a VM whose host
 //! runs other guests on its vCPUs, steal is what makes one run slower than the
-//! next, and a comparison of runs should say how much of it each had.
+//! next, and a comparison of runs should say how much of it each had. It is an
+//! addition: where `/proc/stat` cannot be read or parsed, the processes' figures
+//! are still reported, without the machine's shares.
 
 use std::collections::BTreeMap;
 
@@ -168,7 +170,8 @@ pub struct Snapshot {
     /// With threads: (pid, tid) → (process name, thread kind, ticks); loadgen's
     /// own threads under [`SELF`].
     threads: BTreeMap<(i32, i32), (String, String, u64)>,
-    machine: MachineTicks,
+    /// `None` where `/proc/stat` could not be read.
+    machine: Option<MachineTicks>,
 }
 
 #[cfg(target_os = "linux")]
@@ -206,7 +209,7 @@ fn read_snapshot(set: &ProcessSet) -> Result<Snapshot, CpuError> {
     if set.threads {
         read_threads(&myself, SELF);
     }
-    let machine = read_machine().map_err(error)?;
+    let machine = read_machine().ok();
     Ok(Snapshot { processes, own: own.utime + own.stime, threads, machine })
 }
 
@@ -259,7 +262,10 @@ impl CpuTally {
                 }
             }
         }
-        self.machine.add(after.machine.since(&before.machine));
+        // A segment counts for the machine's shares only when both readings have it.
+        if let (Some(before), Some(after)) = (&before.machine, &after.machine) {
+            self.machine.add(after.since(before));
+        }
         self.sagas += sagas;
     }
 
@@ -399,7 +405,7 @@ mod tests {
             processes: processes.iter().map(|(p, n, t)| (*p, ((*n).to_owned(), *t))).collect(),
             own,
             threads: BTreeMap::new(),
-            machine: MachineTicks::default(),
+            machine: None,
         }
     }
 
@@ -407,7 +413,7 @@ mod tests {
     fn the_machine_shares_add_up_over_segments_and_say_what_was_stolen() {
         let set = ProcessSet::parse("order_service").expect("valid list");
         let at = |total: u64, idle: u64, steal: u64| Snapshot {
-            machine: MachineTicks { total, idle, steal },
+            machine: Some(MachineTicks { total, idle, steal }),
             ..snapshot(&[(10, "order_service", 0)], 0)
         };
         let mut tally = CpuTally::default();
@@ -421,6 +427,17 @@ mod tests {
         let nothing = CpuTally::default().report(100);
         assert_eq!(nothing.machine, None, "no time passed: no shares");
         assert_eq!(nothing.machine_text(), None);
+        // A segment with a reading of /proc/stat missing: the processes still count,
+        // the machine's shares only where both readings had them.
+        let unread = Snapshot { machine: None, ..snapshot(&[(10, "order_service", 50)], 0) };
+        tally.add(&set, &at(3000, 600, 60), &unread, 10);
+        tally.add(&set, &unread, &at(4000, 700, 100), 10);
+        let report = tally.report(100);
+        assert_eq!(report.ms_per_saga["order_service"], 50.0 * 10.0 / 40.0, "50 ticks of 10 ms over 40 sagas");
+        assert_eq!(report.machine.map(|m| m.steal_percent), Some(10.0), "the two full segments only");
+        let mut unread_only = CpuTally::default();
+        unread_only.add(&set, &unread, &unread, 10);
+        assert_eq!(unread_only.report(100).machine, None);
     }
 
     #[test]
@@ -543,7 +560,10 @@ mod tests {
         std::hint::black_box(x);
         assert!(after.own > before.own, "no CPU charged to this process in 20 s of spinning");
         // This process ran, so the machine was busy for some of the time between.
-        let machine = after.machine.since(&before.machine);
+        let (Some(after_machine), Some(before_machine)) = (&after.machine, &before.machine) else {
+            panic!("/proc/stat is readable on Linux")
+        };
+        let machine = after_machine.since(before_machine);
         assert!(machine.total.saturating_sub(machine.idle).saturating_sub(machine.steal) > 0, "{machine:?}");
     }
 
