@@ -682,12 +682,22 @@ fn append(total: &mut Option<RunResult>, segment: Option<RunResult>) {
 
 #[cfg(test)]
 mod tests {
+    use clap::error::ErrorKind;
+
     use super::*;
 
     fn args(extra: &[&str]) -> Args {
         let mut argv = vec!["loadgen"];
         argv.extend_from_slice(extra);
         Args::try_parse_from(argv).expect("valid arguments")
+    }
+
+    /// Why clap refuses `argv` (a panic if it accepts it).
+    fn refused(argv: &[&str]) -> ErrorKind {
+        match Args::try_parse_from(argv) {
+            Ok(_) => panic!("accepted: {argv:?}"),
+            Err(error) => error.kind(),
+        }
     }
 
     #[test]
@@ -724,14 +734,14 @@ mod tests {
         for other in load_flags {
             let mut argv = vec!["loadgen", "--targets"];
             argv.extend_from_slice(other);
-            assert!(Args::try_parse_from(argv).is_err(), "--targets with {other:?}");
+            assert_eq!(refused(&argv), ErrorKind::ArgumentConflict, "--targets with {other:?}");
         }
-        assert!(Args::try_parse_from(["loadgen", "--targets-scale", "0.5"]).is_err(), "a scale needs --targets");
+        assert_eq!(refused(&["loadgen", "--targets-scale", "0.5"]), ErrorKind::MissingRequiredArgument);
     }
 
     #[test]
     fn threads_are_split_only_for_the_processes_of_cpu_of() {
-        assert!(Args::try_parse_from(["loadgen", "--cpu-threads"]).is_err(), "--cpu-threads needs --cpu-of");
+        assert_eq!(refused(&["loadgen", "--cpu-threads"]), ErrorKind::MissingRequiredArgument, "needs --cpu-of");
         assert!(args(&["--cpu-of", "system", "--cpu-threads"]).cpu_threads);
         assert!(!args(&["--cpu-of", "system"]).cpu_threads);
     }
@@ -747,18 +757,18 @@ mod tests {
         for other in [&["--rate", "10"][..], &["--targets"], &["--baseline"], &["--sagas", "5"]] {
             let mut argv = vec!["loadgen", "--curve"];
             argv.extend_from_slice(other);
-            assert!(Args::try_parse_from(argv).is_err(), "--curve with {other:?}");
+            assert_eq!(refused(&argv), ErrorKind::ArgumentConflict, "--curve with {other:?}");
         }
         for alone in [&["--curve-shares", "0.1"][..], &["--slo-p99-ms", "10"], &["--curve-scale", "2"]] {
             let mut argv = vec!["loadgen"];
             argv.extend_from_slice(alone);
-            assert!(Args::try_parse_from(argv).is_err(), "{alone:?} needs --curve");
+            assert_eq!(refused(&argv), ErrorKind::MissingRequiredArgument, "{alone:?} needs --curve");
         }
     }
 
     #[test]
     fn rounds_are_bounded() {
-        assert!(Args::try_parse_from(["loadgen", "--rounds", "0"]).is_err());
-        assert!(Args::try_parse_from(["loadgen", "--rounds", "101"]).is_err());
+        assert_eq!(refused(&["loadgen", "--rounds", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(refused(&["loadgen", "--rounds", "101"]), ErrorKind::ValueValidation);
     }
 }
