@@ -294,11 +294,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        engine::{self, Plan, SagaOutcome, SagaRunner},
-        mix::{Mix, Scenario},
+        engine::{self, Plan},
+        mix::Mix,
         report::RunDescription,
         schedule::{Mode, Stop},
-        stats::SagaEnd,
     };
 
     fn point(share: f64, within: bool) -> CurvePoint {
@@ -366,18 +365,6 @@ mod tests {
         assert_eq!(CurveProtocol::new(1.0, &DEFAULT_SHARES, 0.0), Err(CurveError::Objective(0.0)));
     }
 
-    /// Every saga ends at once in its scenario's expected state.
-    struct Instant;
-
-    impl SagaRunner for Instant {
-        async fn run(&self, _index: u64, scenario: Scenario) -> SagaOutcome {
-            SagaOutcome {
-                end: SagaEnd::Terminal { state: scenario.expected_state().to_owned(), expected: true },
-                errors: Vec::new(),
-            }
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_point_is_within_the_objective_only_with_sagas_no_failure_and_the_p99_inside() {
         let mode = Mode::Open { rate: 100.0, max_in_flight: 64 };
@@ -389,7 +376,7 @@ mod tests {
             label: "test".to_owned(),
             progress: false,
         };
-        let result = engine::run(&plan, Arc::new(Instant)).await;
+        let result = engine::run(&plan, Arc::new(engine::ExpectedEnd::default())).await;
         let description =
             RunDescription { target: "t".into(), mode, follow: "watch".into(), mix: Default::default(), seed: 7 };
         let mut report = Report::new(description, &result, None);

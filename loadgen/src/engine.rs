@@ -235,21 +235,31 @@ impl Drop for Progress {
     }
 }
 
+/// For the tests of the engine and of the protocols built on it: a runner whose
+/// every saga ends after `delay` (at once when zero) in its scenario's expected
+/// state.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ExpectedEnd {
+    pub(crate) delay: std::time::Duration,
+}
+
+#[cfg(test)]
+impl SagaRunner for ExpectedEnd {
+    async fn run(&self, _index: u64, scenario: Scenario) -> SagaOutcome {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        SagaOutcome {
+            end: SagaEnd::Terminal { state: scenario.expected_state().to_owned(), expected: true },
+            errors: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Ends every saga at once, as its scenario expects.
-    struct Instant0;
-
-    impl SagaRunner for Instant0 {
-        async fn run(&self, _index: u64, scenario: Scenario) -> SagaOutcome {
-            SagaOutcome {
-                end: SagaEnd::Terminal { state: scenario.expected_state().to_owned(), expected: true },
-                errors: Vec::new(),
-            }
-        }
-    }
 
     fn plan(mode: Mode, stop: Stop) -> Plan {
         Plan {
@@ -264,7 +274,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_loop_runs_exactly_the_sagas_asked_for() {
-        let result = run(&plan(Mode::Closed { concurrency: 4 }, Stop::Sagas(50)), Arc::new(Instant0)).await;
+        let result =
+            run(&plan(Mode::Closed { concurrency: 4 }, Stop::Sagas(50)), Arc::new(ExpectedEnd::default())).await;
         assert_eq!(result.recorder.started_count(), 50);
         assert_eq!(result.recorder.completed_count(), 50);
         let states = result.recorder.final_states();
@@ -276,7 +287,7 @@ mod tests {
     async fn an_open_loop_starts_rate_times_duration_sagas() {
         let result = run(
             &plan(Mode::Open { rate: 100.0, max_in_flight: 8 }, Stop::Duration(Duration::from_secs(2))),
-            Arc::new(Instant0),
+            Arc::new(ExpectedEnd::default()),
         )
         .await;
         assert_eq!(result.recorder.started_count(), 200);

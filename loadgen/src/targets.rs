@@ -293,27 +293,11 @@ mod tests {
 
     use super::*;
     use crate::{
-        engine::{self, Plan, SagaOutcome, SagaRunner},
-        mix::{Mix, Scenario},
+        engine::{self, Plan},
+        mix::Mix,
         report::{BaselineReport, RoundReport, RunDescription},
         schedule::{Mode, Stop},
-        stats::SagaEnd,
     };
-
-    /// Every saga ends after `delay` in its scenario's expected state.
-    struct Fixed {
-        delay: Duration,
-    }
-
-    impl SagaRunner for Fixed {
-        async fn run(&self, _index: u64, scenario: Scenario) -> SagaOutcome {
-            tokio::time::sleep(self.delay).await;
-            SagaOutcome {
-                end: SagaEnd::Terminal { state: scenario.expected_state().to_owned(), expected: true },
-                errors: Vec::new(),
-            }
-        }
-    }
 
     async fn run(mode: Mode, sagas: u64, delay_ms: u64) -> engine::RunResult {
         let plan = Plan {
@@ -324,7 +308,7 @@ mod tests {
             label: "test".to_owned(),
             progress: false,
         };
-        engine::run(&plan, Arc::new(Fixed { delay: Duration::from_millis(delay_ms) })).await
+        engine::run(&plan, Arc::new(engine::ExpectedEnd { delay: Duration::from_millis(delay_ms) })).await
     }
 
     fn description(mode: Mode) -> RunDescription {
