@@ -159,6 +159,11 @@ impl MachineTicks {
         self.idle += other.idle;
         self.steal += other.steal;
     }
+
+    /// Running anything: neither idle nor stolen.
+    fn busy(&self) -> u64 {
+        self.total.saturating_sub(self.idle).saturating_sub(self.steal)
+    }
 }
 
 /// CPU ticks by process at one moment.
@@ -291,12 +296,7 @@ impl CpuTally {
         }
         let machine = (self.machine.total > 0).then(|| {
             let percent = |ticks: u64| ticks as f64 * 100.0 / self.machine.total as f64;
-            MachineShare {
-                busy_percent: percent(
-                    self.machine.total.saturating_sub(self.machine.idle).saturating_sub(self.machine.steal),
-                ),
-                steal_percent: percent(self.machine.steal),
-            }
+            MachineShare { busy_percent: percent(self.machine.busy()), steal_percent: percent(self.machine.steal) }
         });
         CpuReport { total: ms_per_saga.values().sum(), ms_per_saga, sagas: self.sagas, by_thread, machine }
     }
@@ -564,7 +564,7 @@ mod tests {
             panic!("/proc/stat is readable on Linux")
         };
         let machine = after_machine.since(before_machine);
-        assert!(machine.total.saturating_sub(machine.idle).saturating_sub(machine.steal) > 0, "{machine:?}");
+        assert!(machine.busy() > 0, "{machine:?}");
     }
 
     #[cfg(target_os = "linux")]
