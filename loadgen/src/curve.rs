@@ -18,7 +18,7 @@ use thiserror::Error;
 use crate::{
     report::Report,
     stats::LatencySummary,
-    targets::{MAX_SCALE, Protocol, failures},
+    targets::{ClosedLoop, MAX_SCALE, Protocol, failures},
 };
 
 /// A share as a percentage to a tenth, without a trailing `.0`: `10`, `12.5`.
@@ -29,16 +29,9 @@ pub fn percent(share: f64) -> String {
 /// Sizes of the curve's phases and the objective its points are read against.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CurveProtocol {
-    /// Sagas at `closed_concurrency` before anything is measured.
-    pub warmup_sagas: u64,
-    /// The closed loop's sagas in flight.
-    pub closed_concurrency: usize,
-    /// The closed loop's measured sagas (system; the baseline runs as many).
-    pub closed_sagas: u64,
-    /// Warm-up of each side before its first closed-loop round.
-    pub closed_warmup: u64,
-    /// Baseline/system rounds of the closed loop.
-    pub rounds: u64,
+    /// `--targets`' warm-up and closed loop, scaled the same way.
+    #[serde(flatten)]
+    pub closed: ClosedLoop,
     /// The open loop's rates, as shares of each side's closed-loop maximum, ascending.
     pub shares: Vec<f64>,
     /// Seconds of open-loop starts per point.
@@ -70,7 +63,7 @@ impl CurveProtocol {
     pub fn new(scale: f64, shares: &[f64], slo_p99_ms: f64) -> Result<Self, CurveError> {
         // The same warm-up and closed loop as --targets', scaled the same way
         // and within the same bounds.
-        let targets = Protocol::scaled(scale).map_err(|_| CurveError::Scale(scale))?;
+        let closed = Protocol::scaled(scale).map_err(|_| CurveError::Scale(scale))?.closed;
         if !(slo_p99_ms > 0.0 && slo_p99_ms.is_finite()) {
             return Err(CurveError::Objective(slo_p99_ms));
         }
@@ -81,17 +74,7 @@ impl CurveProtocol {
         shares.sort_by(f64::total_cmp);
         shares.dedup();
         let times = |n: u64, floor: u64| ((n as f64 * scale).round() as u64).max(floor);
-        Ok(Self {
-            warmup_sagas: targets.warmup_sagas,
-            closed_concurrency: targets.closed_concurrency,
-            closed_sagas: targets.closed_sagas,
-            closed_warmup: targets.closed_warmup,
-            rounds: targets.rounds,
-            shares,
-            point_secs: (20.0 * scale).max(1.0),
-            point_warmup: times(100, 1),
-            slo_p99_ms,
-        })
+        Ok(Self { closed, shares, point_secs: (20.0 * scale).max(1.0), point_warmup: times(100, 1), slo_p99_ms })
     }
 }
 
@@ -348,15 +331,18 @@ mod tests {
     fn the_protocol_scales_sorts_its_shares_and_refuses_nonsense() {
         let p = CurveProtocol::new(1.0, &[0.3, 0.1, 0.3], 25.0).expect("valid");
         assert_eq!(p.shares, vec![0.1, 0.3]);
-        assert_eq!((p.warmup_sagas, p.closed_sagas, p.point_secs), (2000, 10_000, 20.0));
+        assert_eq!((p.closed.warmup_sagas, p.closed.closed_sagas, p.point_secs), (2000, 10_000, 20.0));
         let targets = Protocol::STANDARD;
         assert_eq!(
-            (p.closed_concurrency, p.closed_warmup, p.rounds),
-            (targets.closed_concurrency, targets.closed_warmup, targets.rounds),
+            (p.closed.closed_concurrency, p.closed.closed_warmup, p.closed.rounds),
+            (targets.closed.closed_concurrency, targets.closed.closed_warmup, targets.closed.rounds),
             "--targets' closed loop"
         );
         let tiny = CurveProtocol::new(0.0001, &DEFAULT_SHARES, 25.0).expect("valid");
-        assert_eq!((tiny.warmup_sagas, tiny.closed_sagas, tiny.point_secs, tiny.point_warmup), (1, 5, 1.0, 1));
+        assert_eq!(
+            (tiny.closed.warmup_sagas, tiny.closed.closed_sagas, tiny.point_secs, tiny.point_warmup),
+            (1, 5, 1.0, 1)
+        );
         assert_eq!(CurveProtocol::new(0.0, &DEFAULT_SHARES, 25.0), Err(CurveError::Scale(0.0)));
         assert_eq!(CurveProtocol::new(11.0, &DEFAULT_SHARES, 25.0), Err(CurveError::Scale(11.0)));
         assert!(matches!(CurveProtocol::new(1.0, &[0.1, 1.5], 25.0), Err(CurveError::Share(_))));

@@ -27,7 +27,7 @@ use loadgen::{
     report::{BaselineReport, Report, RoundReport, RunDescription},
     schedule::{Mode, Stop},
     system::{Follow, SystemRunner, SystemSettings},
-    targets::{self, Protocol, TargetsReport},
+    targets::{self, ClosedLoop, Protocol, TargetsReport},
 };
 
 /// Drives CreateOrder sagas against a running FTGO system and measures
@@ -515,10 +515,7 @@ async fn run_targets(
     baseline: Option<&Arc<Baseline>>,
     processes: Option<&ProcessSet>,
 ) -> anyhow::Result<TargetsReport> {
-    warm_up(args, seed, system, p.closed_concurrency, p.warmup_sagas).await?;
-    let closed_args = closed_loop_args(args, p.closed_concurrency, p.closed_sagas, p.closed_warmup, p.rounds);
-    let closed = measure(&closed_args, seed, Some(system), baseline, processes).await?;
-    println!("{}", closed.to_text());
+    let (closed, closed_args) = warm_up_and_close(args, &p.closed, seed, system, baseline, processes).await?;
 
     let one_args = Args { concurrency: 1, sagas: Some(p.one_sagas), warmup: p.one_warmup, ..closed_args };
     let one = measure(&one_args, seed.wrapping_add(20), Some(system), baseline, processes).await?;
@@ -546,19 +543,21 @@ async fn run_targets(
     Ok(TargetsReport::new(p, closed, one, open))
 }
 
-/// The system's warm-up before a protocol: `sagas` at `concurrency`, not
-/// measured. A warm-up whose sagas do not all end as expected stops the run: a
-/// broken system is not measured.
-async fn warm_up(
+/// How `--targets` and `--curve` start: the system's warm-up (not measured),
+/// then the closed loop against the baseline, printed. Returns its report and
+/// the closed loop's arguments. A warm-up whose sagas do not all end as expected
+/// stops the run: a broken system is not measured.
+async fn warm_up_and_close(
     args: &Args,
+    p: &ClosedLoop,
     seed: u64,
     system: &Arc<SystemRunner>,
-    concurrency: usize,
-    sagas: u64,
-) -> anyhow::Result<()> {
+    baseline: Option<&Arc<Baseline>>,
+    processes: Option<&ProcessSet>,
+) -> anyhow::Result<(Report, Args)> {
     let warmup = Plan {
-        mode: Mode::Closed { concurrency },
-        stop: Stop::Sagas(sagas),
+        mode: Mode::Closed { concurrency: p.closed_concurrency },
+        stop: Stop::Sagas(p.warmup_sagas),
         ..args.plan("warm-up", seed.wrapping_add(1))
     };
     let warmed = engine::run(&warmup, system.clone()).await;
@@ -569,12 +568,19 @@ async fn warm_up(
         recorder.final_states(),
         recorder.errors()
     );
-    Ok(())
-}
-
-/// A protocol's closed loop: `sagas` at `concurrency` against the baseline in `rounds`.
-fn closed_loop_args(args: &Args, concurrency: usize, sagas: u64, warmup: u64, rounds: u64) -> Args {
-    Args { concurrency, rate: None, sagas: Some(sagas), duration: None, warmup, rounds, baseline: true, ..args.clone() }
+    let closed_args = Args {
+        concurrency: p.closed_concurrency,
+        rate: None,
+        sagas: Some(p.closed_sagas),
+        duration: None,
+        warmup: p.closed_warmup,
+        rounds: p.rounds,
+        baseline: true,
+        ..args.clone()
+    };
+    let closed = measure(&closed_args, seed, Some(system), baseline, processes).await?;
+    println!("{}", closed.to_text());
+    Ok((closed, closed_args))
 }
 
 /// `--curve`: the closed loop sets each side's maximum, then each share of it is
@@ -591,10 +597,7 @@ async fn run_curve(
     processes: Option<&ProcessSet>,
 ) -> anyhow::Result<CurveReport> {
     let baseline = baseline.context("--curve runs the baseline")?;
-    warm_up(args, seed, system, p.closed_concurrency, p.warmup_sagas).await?;
-    let closed_args = closed_loop_args(args, p.closed_concurrency, p.closed_sagas, p.closed_warmup, p.rounds);
-    let closed = measure(&closed_args, seed, Some(system), Some(baseline), processes).await?;
-    println!("{}", closed.to_text());
+    let (closed, _) = warm_up_and_close(args, &p.closed, seed, system, Some(baseline), processes).await?;
     let maximum = [closed.baseline_sagas_per_sec.unwrap_or_default(), closed.sagas_per_sec];
     let failed = targets::failures(&closed);
     if failed > 0 {

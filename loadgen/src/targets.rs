@@ -16,9 +16,10 @@ use thiserror::Error;
 
 use crate::report::Report;
 
-/// Sizes of the protocol's phases.
+/// How a protocol starts, `--targets`' and `--curve`'s alike: a warm-up, then
+/// the closed loop against the baseline that sets each side's maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Protocol {
+pub struct ClosedLoop {
     /// Sagas at `closed_concurrency` before anything is measured.
     pub warmup_sagas: u64,
     /// The closed loop's sagas in flight.
@@ -27,12 +28,19 @@ pub struct Protocol {
     pub closed_sagas: u64,
     /// Warm-up of each side before its first closed-loop round.
     pub closed_warmup: u64,
+    /// Baseline/system rounds of the closed loop (and of `--targets`' one in flight).
+    pub rounds: u64,
+}
+
+/// Sizes of the protocol's phases.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Protocol {
+    #[serde(flatten)]
+    pub closed: ClosedLoop,
     /// Measured sagas at one in flight.
     pub one_sagas: u64,
     /// Warm-up of each side before its first one-in-flight round.
     pub one_warmup: u64,
-    /// Baseline/system rounds of the closed loop and of one in flight.
-    pub rounds: u64,
     /// Seconds of open-loop starts.
     pub open_secs: f64,
     /// Warm-up sagas before the open loop.
@@ -51,13 +59,15 @@ pub const MAX_SCALE: f64 = 10.0;
 impl Protocol {
     /// The protocol of docs/performance.md ("Reproducing the targets' runs").
     pub const STANDARD: Protocol = Protocol {
-        warmup_sagas: 2000,
-        closed_concurrency: 64,
-        closed_sagas: 10_000,
-        closed_warmup: 200,
+        closed: ClosedLoop {
+            warmup_sagas: 2000,
+            closed_concurrency: 64,
+            closed_sagas: 10_000,
+            closed_warmup: 200,
+            rounds: 5,
+        },
         one_sagas: 1500,
         one_warmup: 100,
-        rounds: 5,
         open_secs: 30.0,
         open_warmup: 200,
     };
@@ -72,14 +82,16 @@ impl Protocol {
         let s = Self::STANDARD;
         let times = |n: u64, floor: u64| ((n as f64 * scale).round() as u64).max(floor);
         Ok(Self {
-            warmup_sagas: times(s.warmup_sagas, 1),
-            closed_sagas: times(s.closed_sagas, s.rounds),
-            closed_warmup: times(s.closed_warmup, 1),
-            one_sagas: times(s.one_sagas, s.rounds),
+            closed: ClosedLoop {
+                warmup_sagas: times(s.closed.warmup_sagas, 1),
+                closed_sagas: times(s.closed.closed_sagas, s.closed.rounds),
+                closed_warmup: times(s.closed.closed_warmup, 1),
+                ..s.closed
+            },
+            one_sagas: times(s.one_sagas, s.closed.rounds),
             one_warmup: times(s.one_warmup, 1),
             open_secs: (s.open_secs * scale).max(1.0),
             open_warmup: times(s.open_warmup, 1),
-            ..s
         })
     }
 }
@@ -395,12 +407,12 @@ mod tests {
     #[test]
     fn a_scaled_protocol_keeps_a_saga_per_round() {
         let p = Protocol::scaled(0.0001).expect("in range");
-        assert_eq!((p.closed_sagas, p.one_sagas, p.warmup_sagas), (5, 5, 1));
-        assert_eq!((p.closed_concurrency, p.rounds), (64, 5));
+        assert_eq!((p.closed.closed_sagas, p.one_sagas, p.closed.warmup_sagas), (5, 5, 1));
+        assert_eq!((p.closed.closed_concurrency, p.closed.rounds), (64, 5));
         assert_eq!(p.open_secs, 1.0);
         assert_eq!(Protocol::scaled(1.0), Ok(Protocol::STANDARD));
-        assert_eq!(Protocol::scaled(0.1).map(|p| p.closed_sagas), Ok(1000));
-        assert_eq!(Protocol::scaled(2.0).map(|p| (p.closed_sagas, p.open_secs)), Ok((20_000, 60.0)));
+        assert_eq!(Protocol::scaled(0.1).map(|p| p.closed.closed_sagas), Ok(1000));
+        assert_eq!(Protocol::scaled(2.0).map(|p| (p.closed.closed_sagas, p.open_secs)), Ok((20_000, 60.0)));
         assert_eq!(Protocol::scaled(0.0), Err(TargetsError::Scale(0.0)));
         assert!(Protocol::scaled(f64::NAN).is_err());
         assert!(Protocol::scaled(10.5).is_err());
