@@ -1,7 +1,8 @@
 //! Test helpers shared by every crate's integration tests. Each [`TestEnv`] is an
 //! isolated namespace on the real RabbitMQ and Redis of the machine: its own queue
 //! and key prefix, so tests run in parallel, and [`TestEnv::cleanup`] deletes what
-//! it made. Outcomes are awaited with [`eventually`], never with fixed sleeps.
+//! it made (a test that panics first deletes it when its env is dropped).
+//! Outcomes are awaited with [`eventually`], never with fixed sleeps.
 //! [`ServiceUnderTest`] runs a service in-process, ready once its health says so.
 
 use std::{cell::RefCell, future::Future, net::SocketAddr, time::Duration};
@@ -92,6 +93,9 @@ pub struct TestEnv {
     /// Queue base names (without namespace) to delete at cleanup.
     queues: std::sync::Mutex<Vec<String>>,
     replies: QueueSpec,
+    /// Set by [`Self::cleanup`]; until then, dropping the env deletes the
+    /// namespace (see its `Drop`).
+    cleaned: bool,
 }
 
 impl TestEnv {
@@ -119,6 +123,7 @@ impl TestEnv {
             channel,
             queues: std::sync::Mutex::new(vec!["test.replies".into()]),
             replies,
+            cleaned: false,
         })
     }
 
@@ -332,17 +337,72 @@ impl TestEnv {
 
     /// Deletes this namespace's queues and Redis keys.
     pub async fn cleanup(mut self) {
-        let queues = self.queues.lock().map(|q| q.clone()).unwrap_or_default();
-        for base in queues {
-            let spec = QueueSpec::new(self.queue(&base));
-            for queue in [spec.name.clone(), spec.dead_letter_queue()] {
-                let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-            }
-            let _ = self.channel.exchange_delete(spec.dead_letter_exchange().as_str().into(), Default::default()).await;
-        }
-        let prefix = format!("{}:", self.namespace.prefix());
-        let _ = service_kit::store::delete_prefix(&mut self.redis, &prefix).await;
+        let queues = self.tracked_queues();
+        delete_namespace(&self.channel, &mut self.redis, &self.namespace, &queues).await;
         self.broker.close().await;
+        self.cleaned = true;
+    }
+
+    fn tracked_queues(&self) -> Vec<String> {
+        self.queues.lock().map(|q| q.clone()).unwrap_or_default()
+    }
+}
+
+/// Deletes `queues` (base names) with their dead-letter queues and exchanges, and
+/// every key under the namespace's prefix. Best effort: a test's cleanup must not
+/// fail the test.
+async fn delete_namespace(channel: &Channel, redis: &mut ConnectionManager, namespace: &Namespace, queues: &[String]) {
+    for base in queues {
+        let spec = QueueSpec::new(namespace.queue(base));
+        for queue in [spec.name.clone(), spec.dead_letter_queue()] {
+            let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+        let _ = channel.exchange_delete(spec.dead_letter_exchange().as_str().into(), Default::default()).await;
+    }
+    let prefix = format!("{}:", namespace.prefix());
+    let _ = service_kit::store::delete_prefix(redis, &prefix).await;
+}
+
+/// How long a dropped env may take to delete its namespace.
+const DROP_CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A test that panicked (or returned) before [`TestEnv::cleanup`] still leaves
+/// nothing behind: its queues would expire (`x-expires`), but not its dead-letter
+/// exchanges or its Redis keys.
+///
+/// The decision a reader must know: the deleting happens on a thread of its own,
+/// with a runtime and connections of its own, and the drop waits for it. The
+/// test's runtime may be the one unwinding, and its Redis connection is bound to
+/// that runtime's reactor, so neither can be used from here.
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let namespace = self.namespace.clone();
+        let queues = self.tracked_queues();
+        let connection_name = format!("test-drop:{}", namespace.prefix());
+        let deleting = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            runtime.block_on(async move {
+                let delete = async {
+                    let broker = Broker::new(BrokerSettings {
+                        url: amqp_url(),
+                        connection_name,
+                        queue_type: messaging::topology::QueueType::Classic,
+                        queue_expires: None,
+                    });
+                    let client = redis::Client::open(redis_url()).ok()?;
+                    let mut redis = ConnectionManager::new(client).await.ok()?;
+                    let channel = broker.channel().await.ok()?;
+                    delete_namespace(&channel, &mut redis, &namespace, &queues).await;
+                    broker.close().await;
+                    Some(())
+                };
+                let _ = tokio::time::timeout(DROP_CLEANUP_TIMEOUT, delete).await;
+            });
+        });
+        let _ = deleting.join();
     }
 }
 
