@@ -3,7 +3,7 @@
 //! to `prefetch` messages are in flight at once. A delivery is acknowledged only
 //! after its handler returns, i.e. after its effects are stored and any message it
 //! causes is confirmed; if the process dies first, the broker redelivers it. Acks
-//! go out in batches, `ack_delay` after the first of them ([`crate::acks`]).
+//! go out in batches, `ack_delay` after the first of them (the private `acks` module).
 //!
 //! On shutdown the loop cancels its consumer (no new deliveries), waits for the
 //! in-flight handlers up to a cap, and returns.

@@ -176,7 +176,7 @@ pub struct StoredEvent {
 
 impl StoredEvent {
     /// An event from a flat `[field, value, field, value, …]` list (a stream
-    /// entry or a notice's event in the format before [`EventRecord`]); a last
+    /// entry or a notice's event in the format before `EventRecord`); a last
     /// field without a value is dropped.
     pub fn from_flat<S: AsRef<str> + Into<String>>(id: String, flat: impl IntoIterator<Item = S>) -> Self {
         Self { id, fields: paired(flat) }
