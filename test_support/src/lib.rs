@@ -83,6 +83,17 @@ pub async fn existing_topology(amqp: &lapin::Connection, queues: &[String]) -> a
     Ok(found)
 }
 
+/// The broker as tests reach it: classic queues that expire if a test dies
+/// before its clean-up.
+fn test_broker(connection_name: String) -> Broker {
+    Broker::new(BrokerSettings {
+        url: amqp_url(),
+        connection_name,
+        queue_type: messaging::topology::QueueType::Classic,
+        queue_expires: Some(Duration::from_secs(600)),
+    })
+}
+
 /// An isolated namespace on the real broker and Redis.
 pub struct TestEnv {
     pub namespace: Namespace,
@@ -105,12 +116,7 @@ impl TestEnv {
         let namespace = Namespace::random(label);
         let client = redis::Client::open(redis_url())?;
         let redis = ConnectionManager::new(client).await.context("Redis at REDIS_URL must be running")?;
-        let broker = Broker::new(BrokerSettings {
-            url: amqp_url(),
-            connection_name: format!("test:{}", namespace.prefix()),
-            queue_type: messaging::topology::QueueType::Classic,
-            queue_expires: Some(Duration::from_secs(600)),
-        });
+        let broker = test_broker(format!("test:{}", namespace.prefix()));
         let channel = broker.channel().await.context("RabbitMQ at AMQP_URL must be running")?;
         let replies = QueueSpec::new(namespace.queue("test.replies"));
         replies.declare(&channel, messaging::topology::QueueType::Classic, Some(Duration::from_secs(600))).await?;
@@ -386,12 +392,7 @@ impl Drop for TestEnv {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             runtime.block_on(async move {
                 let delete = async {
-                    let broker = Broker::new(BrokerSettings {
-                        url: amqp_url(),
-                        connection_name,
-                        queue_type: messaging::topology::QueueType::Classic,
-                        queue_expires: None,
-                    });
+                    let broker = test_broker(connection_name);
                     let client = redis::Client::open(redis_url()).ok()?;
                     let mut redis = ConnectionManager::new(client).await.ok()?;
                     let channel = broker.channel().await.ok()?;
